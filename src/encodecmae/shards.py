@@ -1,0 +1,143 @@
+"""Sharded 24-kHz corpus: the unit of all data work.
+
+A shard is a directory holding
+
+- ``audio.npy``: int16 [total_samples], the shard's clips at 24 kHz mono, concatenated;
+- ``manifest.csv``: one row per clip: ``clip_id, source, offset, n_samples`` (``offset`` and
+  ``n_samples`` in samples, both multiples of HOP=320 so clip frame t is shard frame
+  ``offset // 320 + t``).
+
+Per-frame targets for a shard (EnCodec tokens or cluster ids) are separate files written by
+later steps: an int16 array [Q, total_samples // 320] in the same frame layout. The manifest
+lists every clip with its length, so batching and cropping need no audio I/O.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from . import HOP, SAMPLE_RATE
+from .audio import AudioError, load_audio
+
+MANIFEST_COLUMNS = ["clip_id", "source", "offset", "n_samples"]
+INT16_SCALE = 32767.0
+
+
+@dataclass
+class Shard:
+    """Read-only view of a shard directory (audio is memory-mapped)."""
+
+    path: Path
+    manifest: pd.DataFrame
+    audio: np.ndarray  # int16 [total_samples], memory-mapped
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Shard":
+        path = Path(path)
+        manifest_path = path / "manifest.csv"
+        audio_path = path / "audio.npy"
+        for p in (manifest_path, audio_path):
+            if not p.exists():
+                raise FileNotFoundError(f"{p}: missing shard file (is {path} a shard directory?)")
+        manifest = pd.read_csv(manifest_path, dtype={"clip_id": str, "source": str})
+        missing = set(MANIFEST_COLUMNS) - set(manifest.columns)
+        if missing:
+            raise ValueError(f"{manifest_path}: missing columns {sorted(missing)}")
+        audio = np.load(audio_path, mmap_mode="r")
+        return cls(path, manifest, audio)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.audio) // HOP
+
+    def __len__(self) -> int:
+        return len(self.manifest)
+
+    def clip(self, i: int) -> np.ndarray:
+        """Clip ``i`` as float32 in [-1, 1]."""
+        row = self.manifest.iloc[i]
+        return self.segment(int(row.offset), int(row.n_samples))
+
+    def segment(self, offset: int, n_samples: int) -> np.ndarray:
+        return np.asarray(self.audio[offset : offset + n_samples], dtype=np.float32) / INT16_SCALE
+
+
+def read_file_list(path: str | Path) -> list[str]:
+    """A file list: one audio path per line; blank lines and '#' comments skipped."""
+    lines = Path(path).read_text().splitlines()
+    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def write_shard(files: Iterable[str | Path], out_dir: str | Path, min_samples: int = HOP) -> pd.DataFrame:
+    """Resample ``files`` to 24 kHz mono int16 and write them as one shard in ``out_dir``.
+
+    Each clip is trimmed to a whole number of frames (at most 319 samples lost). Clips
+    shorter than ``min_samples`` are skipped and reported. Bad audio raises AudioError naming
+    the file; nothing is written in that case (the shard is written to a temporary name and
+    renamed only when complete).
+    """
+    out_dir = Path(out_dir)
+    files = [str(f) for f in files]
+    chunks: list[np.ndarray] = []
+    rows = []
+    offset = 0
+    for f in tqdm(files, desc=f"resample {out_dir.name}", unit="file", mininterval=2.0):
+        wav = load_audio(f, SAMPLE_RATE)
+        n = (len(wav) // HOP) * HOP
+        if n < max(min_samples, HOP):
+            print(f"skipping {f}: {len(wav)} samples at 24 kHz is shorter than {max(min_samples, HOP)}")
+            continue
+        peak = float(np.abs(wav[:n]).max())
+        if peak > 1.0:  # keep the waveform's shape; int16 cannot hold it otherwise
+            wav = wav / peak
+        chunks.append(np.round(np.clip(wav[:n], -1.0, 1.0) * INT16_SCALE).astype(np.int16))
+        rows.append({"clip_id": Path(f).stem, "source": f, "offset": offset, "n_samples": n})
+        offset += n
+    if not rows:
+        raise AudioError(f"{out_dir}: none of the {len(files)} files gave a usable clip")
+    manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
+    dup = manifest.clip_id[manifest.clip_id.duplicated()]
+    if len(dup):  # ids must be unique inside a shard; disambiguate by position
+        manifest["clip_id"] = [f"{cid}-{i}" for i, cid in enumerate(manifest.clip_id)]
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    tmp.mkdir(parents=True, exist_ok=True)
+    np.save(tmp / "audio.npy", np.concatenate(chunks))
+    manifest.to_csv(tmp / "manifest.csv", index=False, quoting=csv.QUOTE_MINIMAL)
+    if out_dir.exists():
+        import shutil
+
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)
+    return manifest
+
+
+def save_targets(path: str | Path, targets: np.ndarray) -> None:
+    """Write per-frame targets [Q, n_frames] as int16 .npy (atomically)."""
+    path = Path(path)
+    arr = np.asarray(targets)
+    if arr.ndim != 2:
+        raise ValueError(f"{path}: targets must be [Q, frames], got shape {arr.shape}")
+    if arr.min(initial=0) < 0 or arr.max(initial=0) > np.iinfo(np.int16).max:
+        raise ValueError(f"{path}: target ids out of int16 range")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial.npy")
+    np.save(tmp, arr.astype(np.int16))
+    tmp.rename(path)
+
+
+def load_targets(path: str | Path, shard: Shard) -> np.ndarray:
+    """Load per-frame targets for ``shard``, checking they cover its frames."""
+    arr = np.load(path, mmap_mode="r")
+    if arr.ndim != 2 or arr.shape[1] != shard.n_frames:
+        raise ValueError(
+            f"{path}: targets of shape {arr.shape} do not match shard {shard.path} "
+            f"with {shard.n_frames} frames"
+        )
+    return arr
