@@ -14,7 +14,7 @@ import sys
 
 # Modules that register subcommands, in the order they appear in --help.
 COMMAND_MODULES = [
-    "encodecmae.shards_cli",
+    "encodecmae.shards",
     "encodecmae.targets",
     "encodecmae.download",
     "encodecmae.train",
@@ -35,8 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    result = args.func(args)
-    return int(result or 0)
+    args.func(args)
+    return 0
 
 
 if __name__ == "__main__":

@@ -141,3 +141,21 @@ def load_targets(path: str | Path, shard: Shard) -> np.ndarray:
             f"with {shard.n_frames} frames"
         )
     return arr
+
+
+def register(sub) -> None:
+    p = sub.add_parser("resample", help="resample a list of audio files to one 24-kHz mono shard")
+    p.add_argument("--file-list", required=True, help="text file: one audio path per line")
+    p.add_argument("--root", default=None, help="directory that relative paths in the list are relative to")
+    p.add_argument("--out", required=True, help="shard directory to write")
+    p.add_argument("--min-seconds", type=float, default=HOP / SAMPLE_RATE,
+                   help="skip clips shorter than this (default: one frame)")
+
+    def run(args):
+        files = read_file_list(args.file_list)
+        if args.root:
+            files = [str(Path(args.root) / f) for f in files]
+        m = write_shard(files, args.out, min_samples=int(args.min_seconds * SAMPLE_RATE))
+        print(f"{args.out}: {len(m)} clips, {m.n_samples.sum() / SAMPLE_RATE / 60:.1f} min")
+
+    p.set_defaults(func=run)

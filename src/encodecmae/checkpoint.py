@@ -1,0 +1,88 @@
+"""Checkpoints: everything needed to resume training and to rebuild the model.
+
+A training checkpoint holds the model weights, the optimiser state, the step, the RNG states,
+the resolved model and training configuration and the code version. The final model file a
+training run writes is the same dictionary without the optimiser state.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .model import EncodecMAE, ModelConfig
+
+
+def code_version() -> str:
+    """Package version plus the git commit of the source tree when there is one."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", str(here)], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        sha, dirty = "", ""
+    return f"{__version__}+g{sha}{'.dirty' if dirty else ''}" if sha else __version__
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save(path: str | Path, payload: dict) -> None:
+    """Atomic torch.save: a killed job never leaves a truncated checkpoint behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+def load(path: str | Path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable checkpoint ({exc})") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+        raise ValueError(f"{path}: not an EnCodecMAE checkpoint (no 'model'/'model_config')")
+    return ckpt
+
+
+def build_model(ckpt: dict) -> EncodecMAE:
+    """Rebuild the model of a checkpoint (codec weights come from the checkpoint itself)."""
+    cfg = replace(ModelConfig.from_dict(ckpt["model_config"]), encodec_checkpoint=None)
+    model = EncodecMAE(cfg)
+    model.load_state_dict(ckpt["model"])
+    return model
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> EncodecMAE:
+    """The model of a checkpoint file, in eval mode on ``device``."""
+    return build_model(load(path)).to(device).eval()
+
+
+def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
+    """Step checkpoints in ``ckpt_dir`` (step_0001000.pt ...), oldest first."""
+    return sorted(Path(ckpt_dir).glob("step_*.pt"))

@@ -1,0 +1,162 @@
+"""Embedding extraction from a trained checkpoint.
+
+Audio of any length and rate is resampled to 24 kHz and cut into 4-s chunks (the last one
+shorter); the frame embeddings of the chunks are concatenated, and the scene embedding is
+their mean over time (the paper's protocol). Chunks of all clips are pooled and run in
+batches of equal length, so a task of many short clips and a single long file are both
+batched.
+
+Frame t of a 24-kHz signal is centred at sample 320 t + 160, i.e. at (320 t + 160) / 24 ms.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from . import CROP_SAMPLES, HOP, SAMPLE_RATE
+from .audio import load_audio, resample
+from .checkpoint import load_model
+from .model import EncodecMAE
+
+
+def frame_times_ms(n: int) -> np.ndarray:
+    """Centre time in milliseconds of each of ``n`` frames."""
+    return ((np.arange(n) * HOP + HOP / 2) / SAMPLE_RATE * 1000.0).astype(np.float32)
+
+
+def chunk_bounds(n_samples: int, chunk: int = CROP_SAMPLES) -> list[tuple[int, int]]:
+    """(start, stop) of the 4-s chunks of a clip; the last chunk may be shorter."""
+    return [(s, min(s + chunk, n_samples)) for s in range(0, max(n_samples, 1), chunk)]
+
+
+@torch.no_grad()
+def embed_clips(model: EncodecMAE, clips: list[np.ndarray], layer: int = -1, batch_size: int = 16,
+                device: str | torch.device = "cpu", progress: bool = False) -> list[np.ndarray]:
+    """Frame embeddings [ceil(n/320), D] float32 of each 24-kHz clip, from encoder ``layer``.
+
+    ``layer`` indexes ``EncodecMAE.hidden_states``: -1 the encoder output (default), -2 the
+    last block before the final output norm.
+    """
+    # Pool every chunk of every clip, grouped by length so a batch never mixes lengths.
+    groups: dict[int, list[tuple[int, int, int, int]]] = defaultdict(list)  # length -> (clip, idx, start, stop)
+    n_chunks = []
+    for ci, clip in enumerate(clips):
+        if len(clip) == 0:
+            raise ValueError(f"clip {ci} is empty")
+        bounds = chunk_bounds(len(clip))
+        n_chunks.append(len(bounds))
+        for k, (s, e) in enumerate(bounds):
+            groups[e - s].append((ci, k, s, e))
+    out: list[list] = [[None] * n for n in n_chunks]
+    total = sum(n_chunks)
+    bar = tqdm(total=total, desc="embed", unit="chunk", disable=not progress, mininterval=2.0)
+    for length in sorted(groups, reverse=True):
+        items = groups[length]
+        for b0 in range(0, len(items), batch_size):
+            part = items[b0 : b0 + batch_size]
+            wav = torch.from_numpy(np.stack([clips[ci][s:e] for ci, _, s, e in part]).astype(np.float32))
+            h = model.hidden_states(wav.to(device))[layer].float().cpu().numpy()  # [b, t, D]
+            for (ci, k, _, _), emb in zip(part, h):
+                out[ci][k] = emb
+            bar.update(len(part))
+    bar.close()
+    return [np.concatenate(chunks, axis=0) for chunks in out]
+
+
+class Embedder:
+    """A checkpoint ready to embed audio files or arrays at any sample rate."""
+
+    def __init__(self, checkpoint: str | Path, device: str = "cpu", layer: int = -1, batch_size: int = 16):
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if device == "auto" else device))
+        self.model = load_model(checkpoint, self.device)
+        self.layer, self.batch_size = layer, batch_size
+
+    @property
+    def dim(self) -> int:
+        return self.model.cfg.d_model
+
+    def frames(self, clips: list[np.ndarray], sample_rate: int = SAMPLE_RATE, progress: bool = False) -> list[np.ndarray]:
+        clips24 = [resample(c, sample_rate, SAMPLE_RATE) for c in clips]
+        return embed_clips(self.model, clips24, self.layer, self.batch_size, self.device, progress)
+
+    def scenes(self, clips: list[np.ndarray], sample_rate: int = SAMPLE_RATE, progress: bool = False) -> np.ndarray:
+        return np.stack([f.mean(axis=0) for f in self.frames(clips, sample_rate, progress)]).astype(np.float32)
+
+
+def embed_task(checkpoint: str | Path, task_dir: str | Path, out: str | Path, layer: int = -1,
+               batch_size: int = 16, device: str = "cpu") -> Path:
+    """Scene embeddings of every clip of a HEAR-layout task, as an .npz per split.
+
+    Writes ``emb_{split}`` float32 [n, D] and ``files_{split}`` (file names, sorted) for each
+    split named in the task's metadata.
+    """
+    task_dir, out = Path(task_dir), Path(out)
+    meta_path = task_dir / "task_metadata.json"
+    if not meta_path.exists():
+        raise FileNotFoundError(f"{meta_path}: missing task metadata (is {task_dir} a task directory?)")
+    meta = json.loads(meta_path.read_text())
+    sr = int(meta.get("sample_rate", 16000))
+    if meta.get("mode") == "folds":
+        splits = [f"fold{i:02d}" for i in range(int(meta["nfolds"]))]
+    else:
+        splits = ["train", "valid", "test"]
+    emb = Embedder(checkpoint, device, layer, batch_size)
+    arrays = {}
+    for split in splits:
+        labels_path = task_dir / f"{split}.json"
+        if not labels_path.exists():
+            raise FileNotFoundError(f"{labels_path}: split listed by {meta_path} is missing")
+        files = sorted(json.loads(labels_path.read_text()))
+        clips = [load_audio(task_dir / str(sr) / split / f, sr) for f in files]
+        arrays[f"emb_{split}"] = emb.scenes(clips, sr, progress=True)
+        arrays[f"files_{split}"] = np.array(files)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial.npz")
+    np.savez(tmp, **arrays)
+    tmp.rename(out)
+    return out
+
+
+def register(sub) -> None:
+    p = sub.add_parser("embed", help="embed audio files: frames, scene embedding and timestamps per file")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out-dir", required=True, help="writes NAME.npz (frames, scene, timestamps_ms) per input")
+    p.add_argument("--layer", type=int, default=-1, help="encoder layer (-1: last, the paper's choice)")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("files", nargs="+", help="audio files (any rate, any channel count)")
+
+    def run_embed(args):
+        emb = Embedder(args.checkpoint, args.device, args.layer, args.batch_size)
+        out_dir = Path(args.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        clips = [load_audio(f) for f in args.files]
+        for f, frames in zip(args.files, emb.frames(clips, progress=True)):
+            dest = out_dir / (Path(f).stem + ".npz")
+            np.savez(dest, frames=frames, scene=frames.mean(0), timestamps_ms=frame_times_ms(len(frames)))
+            print(f"{f} -> {dest} ({len(frames)} frames x {frames.shape[1]})")
+
+    p.set_defaults(func=run_embed)
+
+    p = sub.add_parser("embed-task", help="scene embeddings of every clip of a HEAR-layout task")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--task-dir", required=True)
+    p.add_argument("--out", required=True, help=".npz with emb_SPLIT and files_SPLIT arrays")
+    p.add_argument("--layer", type=int, default=-1)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+
+    def run_task(args):
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        embed_task(args.checkpoint, args.task_dir, args.out, args.layer, args.batch_size, args.device)
+
+    p.set_defaults(func=run_task)

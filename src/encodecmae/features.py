@@ -1,0 +1,110 @@
+"""Input features at 75 frames/s.
+
+Log-mel filterbank, Kaldi-compatible (the original implementation used
+torchaudio.compliance.kaldi.fbank: DC removal, pre-emphasis 0.97, Hann window, FFT padded to
+a power of two, Kaldi's mel banks, no dither, no energy), but batched and with the paper's
+exact hop of 320 samples: Kaldi's ``frame_shift`` in milliseconds rounds 13.333 ms down to 319
+samples, which drifts against EnCodec's 320-sample hop. Framing follows Kaldi's
+``snip_edges=False``: the signal is reflected by 160 samples at both ends, so frame t covers
+samples [320 t - 160, 320 t + 480) and is centred on EnCodec frame t's hop span. A signal of
+N samples (N a multiple of 320) gives N // 320 frames: 96,000 samples -> 300 frames.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchaudio.compliance.kaldi import get_mel_banks
+
+from . import HOP, SAMPLE_RATE
+
+WIN = 2 * HOP  # 640-sample window (26.7 ms)
+MEL_MEAN = -6.12
+MEL_STD = 4.82
+
+
+def pad_to_hop(wav: torch.Tensor) -> torch.Tensor:
+    """Zero-pad [..., N] on the right to a whole number of 320-sample frames."""
+    rem = (-wav.shape[-1]) % HOP
+    return F.pad(wav, (0, rem)) if rem else wav
+
+
+def n_frames(n_samples: int) -> int:
+    """Frames for a signal of ``n_samples`` (after padding to a multiple of the hop)."""
+    return math.ceil(n_samples / HOP)
+
+
+class LogMel(nn.Module):
+    """[B, N] waveform at 24 kHz -> [B, ceil(N/320), n_mels] normalised log-mel."""
+
+    def __init__(self, n_mels: int = 256, mean: float = MEL_MEAN, std: float = MEL_STD,
+                 low_freq: float = 20.0, preemphasis: float = 0.97):
+        super().__init__()
+        self.n_mels = n_mels
+        self.mean, self.std = mean, std
+        self.preemphasis = preemphasis
+        self.n_fft = 1 << (WIN - 1).bit_length()  # 1024, as Kaldi's round_to_power_of_two
+        banks, _ = get_mel_banks(n_mels, self.n_fft, float(SAMPLE_RATE), low_freq, 0.0, 100.0, -500.0, 1.0)
+        banks = F.pad(banks, (0, 1))  # Kaldi drops the Nyquist bin; [n_mels, n_fft/2 + 1]
+        self.register_buffer("banks", banks.T.contiguous(), persistent=False)  # [n_fft/2+1, n_mels]
+        # Kaldi's "hanning" window is the symmetric Hann window.
+        self.register_buffer("window", torch.hann_window(WIN, periodic=False), persistent=False)
+
+    @property
+    def dim(self) -> int:
+        return self.n_mels
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        wav = pad_to_hop(wav.float())  # [B, N]
+        pad = (WIN - HOP) // 2  # 160
+        if wav.shape[-1] == 0:
+            raise ValueError("LogMel: empty waveform")
+        # Kaldi mirrors the edges including the edge sample: [x2 x1 x0 | x0 x1 x2 ...]
+        x = torch.cat([wav[:, :pad].flip(-1), wav, wav[:, -pad:].flip(-1)], dim=-1)  # [B, N + 320]
+        frames = x.unfold(-1, WIN, HOP)  # [B, T, 640]
+        frames = frames - frames.mean(dim=-1, keepdim=True)  # remove DC offset per frame
+        prev = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+        frames = (frames - self.preemphasis * prev) * self.window
+        spec = torch.fft.rfft(frames, n=self.n_fft).abs().pow(2)  # [B, T, 513]
+        mel = spec @ self.banks  # [B, T, n_mels]
+        logmel = mel.clamp_min(torch.finfo(torch.float32).eps).log()
+        return (logmel - self.mean) / self.std
+
+
+def build_frontend(input_kind: str, encodec_checkpoint: str | None = None,
+                   mel_mean: float = MEL_MEAN, mel_std: float = MEL_STD) -> nn.Module:
+    """The feature extractor for an input kind: ``mel256``, ``mel128`` or ``encodec``.
+
+    Every frontend maps [B, N] waveforms to [B, ceil(N/320), dim] and exposes ``dim``.
+    """
+    if input_kind.startswith("mel"):
+        return LogMel(int(input_kind[3:]), mel_mean, mel_std)
+    if input_kind == "encodec":
+        from .targets import EncodecTokenizer
+
+        return EncodecFeatures(EncodecTokenizer(encodec_checkpoint))
+    raise ValueError(f"unknown input kind {input_kind!r} (expected mel128, mel256 or encodec)")
+
+
+class EncodecFeatures(nn.Module):
+    """The frozen EnCodec encoder as an input frontend (the EC->EC variant)."""
+
+    dim = 128
+
+    def __init__(self, tokenizer: nn.Module):
+        super().__init__()
+        self.tokenizer = tokenizer
+        for p in self.tokenizer.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True):  # the codec stays frozen in eval mode
+        super().train(mode)
+        self.tokenizer.eval()
+        return self
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.tokenizer.features(pad_to_hop(wav.float()))  # [B, T, 128]

@@ -1,0 +1,66 @@
+"""HEAR API (hear-eval-kit) for EnCodecMAE checkpoints.
+
+``load_model(path)`` returns a torch.nn.Module carrying ``sample_rate``,
+``scene_embedding_size`` and ``timestamp_embedding_size``. HEAR distributes tasks at 16, 22.05,
+32, 44.1 and 48 kHz, never 24 kHz, so the model declares 16 kHz and resamples to 24 kHz
+internally. Scene embeddings: mean over time of the last encoder layer, after cutting the
+audio into 4-s chunks (the paper's protocol). Timestamps are frame centres in milliseconds,
+regularly spaced at 1000 / 75 ms. Outputs are float32 tensors on the input's device.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+from torch import nn
+
+from . import SAMPLE_RATE
+from .checkpoint import load_model as _load_checkpoint
+from .extract import embed_clips, frame_times_ms
+
+HEAR_SAMPLE_RATE = 16_000
+DEFAULT_CHECKPOINT_ENV = "ENCODECMAE_CHECKPOINT"
+
+
+class HearModel(nn.Module):
+    def __init__(self, model: nn.Module, sample_rate: int = HEAR_SAMPLE_RATE, layer: int = -1, batch_size: int = 16):
+        super().__init__()
+        self.model = model.eval()
+        self.sample_rate = int(sample_rate)
+        self.scene_embedding_size = int(model.cfg.d_model)
+        self.timestamp_embedding_size = int(model.cfg.d_model)
+        self.layer, self.batch_size = layer, batch_size
+
+    def frames(self, audio: torch.Tensor) -> torch.Tensor:
+        """[n, samples] at ``sample_rate`` -> [n, frames, D] float32."""
+        if audio.ndim != 2:
+            raise ValueError(f"audio must be [n_sounds, n_samples], got shape {tuple(audio.shape)}")
+        device = next(self.model.parameters()).device
+        wav = AF.resample(audio.detach().float().cpu(), self.sample_rate, SAMPLE_RATE)
+        clips = list(wav.numpy())
+        emb = embed_clips(self.model, clips, self.layer, self.batch_size, device)
+        return torch.from_numpy(np.stack(emb)).to(audio.device)
+
+
+def load_model(model_file_path: str = "", sample_rate: int = HEAR_SAMPLE_RATE) -> HearModel:
+    """Load a checkpoint (or the one named by $ENCODECMAE_CHECKPOINT when no path is given)."""
+    path = model_file_path or os.environ.get(DEFAULT_CHECKPOINT_ENV, "")
+    if not path:
+        raise ValueError(f"load_model needs a checkpoint path (or set ${DEFAULT_CHECKPOINT_ENV})")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return HearModel(_load_checkpoint(path, device), sample_rate)
+
+
+def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embeddings float32 [n, frames, D], timestamps_ms float32 [n, frames])."""
+    emb = model.frames(audio)
+    ts = torch.from_numpy(frame_times_ms(emb.shape[1])).to(audio.device)
+    return emb, ts[None, :].expand(emb.shape[0], -1).contiguous()
+
+
+def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
+    """float32 [n, D]: mean over time of the last-layer frame embeddings."""
+    return model.frames(audio).mean(dim=1)

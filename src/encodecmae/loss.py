@@ -1,0 +1,46 @@
+"""The paper's weighted cross-entropy.
+
+For one clip with masked frames M and unmasked valid frames U:
+
+    L = sum_q gamma_q [ delta/|M| sum_{t in M} CE_q(t) + (1 - delta)/|U| sum_{t in U} CE_q(t) ]
+
+(alpha = delta/|M|, beta = (1 - delta)/(T_f - |M|) in the paper). The batch loss is the mean of
+the per-clip losses, so it splits exactly across micro-batches and data-parallel ranks.
+A clip with no masked (or no unmasked) frame contributes nothing to that term.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def mae_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, valid: torch.Tensor,
+             gamma: torch.Tensor, delta: float = 0.9) -> dict[str, torch.Tensor]:
+    """Weighted CE and its parts.
+
+    logits [B, T, Q, K], targets [B, Q, T] (int), mask/valid [B, T] bool, gamma [Q].
+    Returns ``loss`` (scalar, to backpropagate), ``masked_ce`` and ``unmasked_ce`` [Q] (mean
+    CE per codebook over the batch's masked / unmasked frames, for logging) and
+    ``masked_acc`` [Q] (top-1 accuracy on masked frames).
+    """
+    B, T, Q, K = logits.shape
+    if targets.shape != (B, Q, T):
+        raise ValueError(f"targets shape {tuple(targets.shape)} does not match logits {(B, Q, T)}")
+    if gamma.numel() != Q:
+        raise ValueError(f"gamma has {gamma.numel()} weights for {Q} target streams")
+    ce = F.cross_entropy(logits.float().reshape(B * T * Q, K), targets.transpose(1, 2).reshape(-1).long(),
+                         reduction="none").view(B, T, Q)  # [B, T, Q]
+    m = (mask & valid).float()  # [B, T]
+    u = (~mask & valid).float()
+    n_m, n_u = m.sum(1), u.sum(1)  # [B]
+    ce_m = (ce * m[..., None]).sum(1) / n_m.clamp_min(1)[:, None]  # [B, Q] per-clip mean over M
+    ce_u = (ce * u[..., None]).sum(1) / n_u.clamp_min(1)[:, None]
+    g = gamma.to(ce.device, ce.dtype)
+    per_clip = delta * (ce_m * g).sum(1) + (1.0 - delta) * (ce_u * g).sum(1)  # [B]
+    with torch.no_grad():
+        hit = (logits.argmax(-1) == targets.transpose(1, 2)).float()  # [B, T, Q]
+        masked_ce = (ce * m[..., None]).sum((0, 1)) / m.sum().clamp_min(1)
+        unmasked_ce = (ce * u[..., None]).sum((0, 1)) / u.sum().clamp_min(1)
+        masked_acc = (hit * m[..., None]).sum((0, 1)) / m.sum().clamp_min(1)
+    return {"loss": per_clip.mean(), "masked_ce": masked_ce, "unmasked_ce": unmasked_ce, "masked_acc": masked_acc}

@@ -1,0 +1,239 @@
+"""The EnCodecMAE model, top to bottom as in the paper's Figure 1.
+
+waveform X_a [B, N]
+  -> features X_f [B, T, F]          (log-mel or frozen EnCodec encoder, 75 frames/s)
+  -> Linear(F, D) + sinusoidal positions (learnable scale), added *before* masking
+  -> drop the masked frames -> X_v [B, Tv, D]
+  -> encoder: n_layers ResiDual transformer blocks -> X_e [B, Tv, D]
+  -> Linear(D, D), re-insert mask tokens at masked positions, add positions again -> X_d [B, T, D]
+  -> decoder: 2 ResiDual blocks -> head Linear(D, Q*K) -> logits [B, T, Q, K]
+
+ResiDual ("pre-post LN", arXiv 2304.14802) keeps two streams: a post-LN stream, normalised
+after each residual add, and an un-normalised residual stream that sums every sublayer
+output. The stack's output is ``x_post + LayerNorm(x_res)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .features import MEL_MEAN, MEL_STD, build_frontend
+from .masking import gather_frames, scatter_frames, valid_mask, visible_indices
+
+# name -> (encoder layers, D, heads). The paper's small/base/large; "debug" is for CPU tests.
+SIZES = {
+    "debug": (2, 64, 4),
+    "small": (5, 768, 12),
+    "base": (10, 768, 12),
+    "large": (20, 1024, 16),
+}
+
+
+@dataclass
+class ModelConfig:
+    input: str = "mel256"  # mel256 | mel128 | encodec
+    size: str = "base"
+    n_layers: int = 10
+    d_model: int = 768
+    n_heads: int = 12
+    ff_dim: int = 4096
+    dec_layers: int = 2
+    n_streams: int = 8  # Q: EnCodec codebooks (8) or 1 for cluster targets
+    n_classes: int = 1024  # K
+    mask_token: str = "learned"  # the paper; "zeros" is what the released code does
+    mel_mean: float = MEL_MEAN
+    mel_std: float = MEL_STD
+    encodec_checkpoint: str | None = None  # only read when input == "encodec" and weights are new
+
+    @classmethod
+    def from_size(cls, size: str, **overrides) -> "ModelConfig":
+        if size not in SIZES:
+            raise ValueError(f"unknown model size {size!r}; expected one of {sorted(SIZES)}")
+        n_layers, d, heads = SIZES[size]
+        ff = 128 if size == "debug" else 4096
+        return cls(size=size, n_layers=n_layers, d_model=d, n_heads=heads, ff_dim=ff, **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return cls(**d)
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sinusoidal table times a learnable scalar (init 1.0)."""
+
+    def __init__(self, d_model: int, max_len: int = 10_000):
+        super().__init__()
+        pos = torch.arange(max_len)[:, None]
+        div = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10_000.0) / d_model))
+        pe = torch.zeros(max_len, d_model)
+        pe[:, 0::2] = torch.sin(pos * div)
+        pe[:, 1::2] = torch.cos(pos * div)
+        self.register_buffer("pe", pe, persistent=False)
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, n_frames: int) -> torch.Tensor:
+        if n_frames > self.pe.shape[0]:
+            raise ValueError(f"sequence of {n_frames} frames exceeds the position table ({self.pe.shape[0]})")
+        return self.scale * self.pe[:n_frames]  # [T, D]
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)  # no bias, as the original
+        self.out = nn.Linear(d_model, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        # keep [B, T]: padding keys are never attended to
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])  # [B, H, T, Dh]
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class ResiDualBlock(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, ff_dim: int):
+        super().__init__()
+        self.attn = SelfAttention(d_model, n_heads)
+        self.ff = nn.Sequential(nn.Linear(d_model, ff_dim), nn.ReLU(), nn.Linear(ff_dim, d_model))
+        self.ln_attn = nn.LayerNorm(d_model)
+        self.ln_ff = nn.LayerNorm(d_model)
+
+    def forward(self, x_post, x_res, keep):
+        a = self.attn(x_post, keep)
+        x_post, x_res = self.ln_attn(x_post + a), x_res + a
+        f = self.ff(x_post)
+        return self.ln_ff(x_post + f), x_res + f
+
+
+class ResiDualStack(nn.Module):
+    def __init__(self, n_layers: int, d_model: int, n_heads: int, ff_dim: int):
+        super().__init__()
+        self.blocks = nn.ModuleList(ResiDualBlock(d_model, n_heads, ff_dim) for _ in range(n_layers))
+        self.ln_out = nn.LayerNorm(d_model)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor, return_all: bool = False):
+        """x [B, T, D] -> output [B, T, D]; with return_all, also every block's post-LN stream."""
+        x_post, x_res = x, x
+        layers = []
+        for block in self.blocks:
+            x_post, x_res = block(x_post, x_res, keep)
+            layers.append(x_post)
+        out = x_post + self.ln_out(x_res)
+        return (out, layers) if return_all else out
+
+
+class EncodecMAE(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.d_model
+        self.frontend = build_frontend(cfg.input, cfg.encodec_checkpoint, cfg.mel_mean, cfg.mel_std)
+        self.in_proj = nn.Linear(self.frontend.dim, D)
+        self.enc_pos = SinusoidalPositions(D)
+        self.encoder = ResiDualStack(cfg.n_layers, D, cfg.n_heads, cfg.ff_dim)
+        self.enc_to_dec = nn.Linear(D, D)
+        self.mask_token = nn.Parameter(torch.zeros(D), requires_grad=cfg.mask_token == "learned")
+        self.dec_pos = SinusoidalPositions(D)
+        self.decoder = ResiDualStack(cfg.dec_layers, D, cfg.n_heads, cfg.ff_dim)
+        self.head = nn.Linear(D, cfg.n_streams * cfg.n_classes)
+        self._init_weights()
+
+    def _init_weights(self):
+        # xavier_uniform Linear with zero bias, LayerNorm 1/0, as the original; the frontend
+        # (a frozen codec, or a parameter-free mel) keeps its own weights.
+        for name, child in self.named_children():
+            if name == "frontend":
+                continue
+            for m in child.modules():
+                if isinstance(m, nn.Linear):
+                    nn.init.xavier_uniform_(m.weight)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.LayerNorm):
+                    nn.init.ones_(m.weight)
+                    nn.init.zeros_(m.bias)
+        if self.cfg.mask_token == "learned":
+            nn.init.normal_(self.mask_token, std=0.02)
+
+    def reset_head(self, n_streams: int, n_classes: int) -> None:
+        """New Q x K head (self-training: 1 stream of k-means cluster ids)."""
+        self.cfg = replace(self.cfg, n_streams=n_streams, n_classes=n_classes)
+        device = self.head.weight.device
+        self.head = nn.Linear(self.cfg.d_model, n_streams * n_classes).to(device)
+        nn.init.xavier_uniform_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    # --- pieces -------------------------------------------------------------------------
+
+    def embed_input(self, wav: torch.Tensor) -> torch.Tensor:
+        """[B, N] waveform -> [B, T, D] projected features with positions (before masking)."""
+        x = self.in_proj(self.frontend(wav))  # [B, T, D]
+        return x + self.enc_pos(x.shape[1])
+
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Training pass.
+
+        wav [B, N] at 24 kHz (N = 320 T), lengths [B] valid frames, mask [B, T] bool (True =
+        masked) -> logits [B, T, Q, K] for every frame (padding frames carry garbage and are
+        never scored).
+        """
+        x = self.embed_input(wav)  # [B, T, D]
+        B, T, D = x.shape
+        ids, keep = visible_indices(mask, lengths)  # [B, Tv], [B, Tv]
+        enc = self.encoder(gather_frames(x, ids), keep)  # [B, Tv, D]: masked frames dropped
+        enc = self.enc_to_dec(enc)
+        fill = self.mask_token.to(enc.dtype).expand(B, T, D)
+        xd = scatter_frames(fill, enc, ids, keep) + self.dec_pos(T).to(enc.dtype)  # [B, T, D]
+        dec = self.decoder(xd, valid_mask(lengths, T))
+        return self.head(dec).view(B, T, self.cfg.n_streams, self.cfg.n_classes)
+
+    def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Unmasked encoder pass for extraction.
+
+        Returns the encoder output [B, T, D] (the "last layer") and the list of every block's
+        post-LN stream [n_layers x [B, T, D]] (the last one is the last layer *before* the
+        final ResiDual output norm, which self-training clusters).
+        """
+        x = self.embed_input(wav)
+        B, T, _ = x.shape
+        if lengths is None:
+            lengths = torch.full((B,), T, dtype=torch.long, device=x.device)
+        return self.encoder(x, valid_mask(lengths, T), return_all=True)
+
+    def hidden_states(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """Encoder activations, [n_layers + 1 x [B, T, D]].
+
+        Index i < n_layers is block i's post-LN stream; index -1 is the encoder output (the
+        "last layer" used for embeddings); index -2 is the last block before the final
+        ResiDual output norm (the self-training teacher's features).
+        """
+        out, layers = self.encode(wav, lengths)
+        return layers + [out]
+
+
+def count_parameters(model: EncodecMAE) -> dict[str, int]:
+    """Parameter counts by part (what Table 1's "Params" is compared against)."""
+    def n(m):
+        return sum(p.numel() for p in m.parameters()) if m is not None else 0
+
+    parts = {
+        "frontend": n(model.frontend),
+        "in_proj": n(model.in_proj),
+        "encoder": n(model.encoder) + model.enc_pos.scale.numel(),
+        "decoder": n(model.enc_to_dec) + n(model.decoder) + model.dec_pos.scale.numel() + model.mask_token.numel(),
+        "head": n(model.head),
+    }
+    parts["total"] = sum(parts.values())
+    return parts

@@ -1,0 +1,157 @@
+"""Self-training targets, in three steps (three workflow rules), as the HuBERT recipe:
+
+1. ``dump-features`` (per shard): teacher activations of the last encoder layer, before the
+   final ResiDual output norm, for a seeded sample of 4-s crops (``frames_per_crop`` random
+   frames of each crop);
+2. ``fit-kmeans``: k-means (k=1024) on a seeded sample of 10,000 of those frames;
+3. ``assign-clusters`` (per shard): the teacher labels every frame of every 4-s chunk of the
+   shard with its nearest centroid, in the shard frame layout of the EnCodec tokens.
+
+The student then trains from the teacher checkpoint with a new 1-stream head and gamma = [1]
+(``encodecmae train --init-from TEACHER --reset-head --n-streams 1 --gamma 1``). The large
+model's targets are the same three steps with the base + ST model as teacher.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.cluster import KMeans
+from tqdm import tqdm
+
+from . import CROP_SAMPLES, HOP
+from .checkpoint import load_model
+from .extract import embed_clips
+from .shards import Shard, save_targets
+
+TEACHER_LAYER = -2  # last block, before the final ResiDual output norm
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def dump_features(checkpoint: str | Path, shard_dir: str | Path, out: str | Path, n_crops: int,
+                  frames_per_crop: int = 1, seed: int = 0, batch_size: int = 16, device: str = "cpu") -> np.ndarray:
+    """Teacher frames from ``n_crops`` seeded random 4-s crops of one shard -> [n, D] float32 .npy."""
+    dev = resolve_device(device)
+    model = load_model(checkpoint, dev)
+    shard = Shard.open(shard_dir)
+    # Seed from (seed, shard name) so shards sample independently but reproducibly.
+    rng = np.random.default_rng([seed, *Path(shard_dir).name.encode()])
+    lens = shard.manifest.n_samples.to_numpy()
+    visits = np.maximum(1, lens // CROP_SAMPLES)
+    idx = rng.choice(len(lens), size=n_crops, p=visits / visits.sum())
+    crops = []
+    for i in idx:
+        n = int(lens[i])
+        start = int(rng.integers(0, max(0, (n - CROP_SAMPLES) // HOP) + 1)) * HOP
+        crops.append(shard.segment(int(shard.manifest.offset.iloc[i]) + start, min(CROP_SAMPLES, n - start)))
+    feats = embed_clips(model, crops, TEACHER_LAYER, batch_size, dev, progress=True)
+    picked = [f[rng.choice(len(f), size=min(frames_per_crop, len(f)), replace=False)] for f in feats]
+    arr = np.concatenate(picked).astype(np.float32)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, arr)
+    return arr
+
+
+def fit_kmeans(feature_files: list[str | Path], out: str | Path, k: int = 1024, n_frames: int = 10_000,
+               seed: int = 0, max_iter: int = 300) -> dict:
+    """k-means on a seeded sample of ``n_frames`` teacher frames; writes centroids [k, D] (.npz)."""
+    feats = np.concatenate([np.load(f) for f in sorted(map(str, feature_files))])
+    if len(feats) < k:
+        raise ValueError(f"k-means with k={k} needs at least {k} frames; the feature files "
+                         f"{[str(f) for f in feature_files]} hold {len(feats)}")
+    rng = np.random.default_rng(seed)
+    sample = feats[np.sort(rng.choice(len(feats), size=min(n_frames, len(feats)), replace=False))]
+    km = KMeans(n_clusters=k, n_init=1, max_iter=max_iter, random_state=seed).fit(sample.astype(np.float64))
+    centroids = km.cluster_centers_.astype(np.float32)
+    info = {"k": k, "n_frames": int(len(sample)), "inertia": float(km.inertia_), "n_iter": int(km.n_iter_),
+            "seed": seed, "used_clusters": int(len(np.unique(km.labels_)))}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, centroids=centroids, info=json.dumps(info))
+    return info
+
+
+def load_centroids(path: str | Path) -> np.ndarray:
+    with np.load(path) as z:
+        if "centroids" not in z:
+            raise ValueError(f"{path}: no 'centroids' array (not a fit-kmeans output)")
+        return z["centroids"]
+
+
+def nearest_centroid(x: torch.Tensor, centroids: torch.Tensor, block: int = 65_536) -> torch.Tensor:
+    """[N, D] frames -> [N] index of the nearest centroid (squared Euclidean), in blocks."""
+    c2 = (centroids * centroids).sum(1)  # [k]
+    out = []
+    for b0 in range(0, len(x), block):
+        xb = x[b0 : b0 + block]
+        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 is constant per row
+        out.append((c2[None, :] - 2.0 * xb @ centroids.T).argmin(dim=1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
+
+
+def assign_clusters(checkpoint: str | Path, kmeans: str | Path, shard_dir: str | Path, out: str | Path,
+                    batch_size: int = 16, device: str = "cpu", clips_per_block: int = 256) -> np.ndarray:
+    """Cluster id of every frame of a shard -> int16 [1, n_frames] in the shard frame layout."""
+    dev = resolve_device(device)
+    model = load_model(checkpoint, dev)
+    centroids = torch.from_numpy(load_centroids(kmeans)).to(dev)
+    shard = Shard.open(shard_dir)
+    ids = np.zeros((1, shard.n_frames), np.int16)
+    m = shard.manifest
+    for b0 in tqdm(range(0, len(m), clips_per_block), desc=f"assign {Path(shard_dir).name}", unit="block"):
+        rows = m.iloc[b0 : b0 + clips_per_block]
+        clips = [shard.segment(int(r.offset), int(r.n_samples)) for r in rows.itertuples()]
+        feats = embed_clips(model, clips, TEACHER_LAYER, batch_size, dev)
+        for r, f in zip(rows.itertuples(), feats):
+            lab = nearest_centroid(torch.from_numpy(f).to(dev), centroids).cpu().numpy()
+            f0 = int(r.offset) // HOP
+            ids[0, f0 : f0 + len(lab)] = lab
+    save_targets(out, ids)
+    return ids
+
+
+def register(sub) -> None:
+    p = sub.add_parser("dump-features", help="teacher activations of seeded 4-s crops of one shard")
+    p.add_argument("--checkpoint", required=True, help="teacher checkpoint")
+    p.add_argument("--shard", required=True)
+    p.add_argument("--out", required=True, help=".npy [n, D]")
+    p.add_argument("--n-crops", type=int, required=True, help="crops from this shard")
+    p.add_argument("--frames-per-crop", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=lambda a: dump_features(a.checkpoint, a.shard, a.out, a.n_crops, a.frames_per_crop,
+                                                a.seed, a.batch_size, a.device))
+
+    p = sub.add_parser("fit-kmeans", help="k-means on a seeded sample of teacher frames")
+    p.add_argument("--features", nargs="+", required=True, help="dump-features outputs")
+    p.add_argument("--out", required=True, help=".npz with centroids")
+    p.add_argument("--k", type=int, default=1024)
+    p.add_argument("--n-frames", type=int, default=10_000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-iter", type=int, default=300)
+
+    def run_fit(a):
+        info = fit_kmeans(a.features, a.out, a.k, a.n_frames, a.seed, a.max_iter)
+        print(json.dumps(info))
+
+    p.set_defaults(func=run_fit)
+
+    p = sub.add_parser("assign-clusters", help="label every frame of a shard with the teacher's clusters")
+    p.add_argument("--checkpoint", required=True, help="teacher checkpoint")
+    p.add_argument("--kmeans", required=True, help="fit-kmeans output")
+    p.add_argument("--shard", required=True)
+    p.add_argument("--out", required=True, help="int16 [1, frames] .npy")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=lambda a: assign_clusters(a.checkpoint, a.kmeans, a.shard, a.out, a.batch_size,
+                                                  a.device))

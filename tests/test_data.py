@@ -1,0 +1,96 @@
+"""Shards and training batches: layout, alignment, determinism, validation split."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from encodecmae import CROP_FRAMES, HOP
+from encodecmae.audio import AudioError, load_audio
+from encodecmae.data import Corpus
+from encodecmae.shards import Shard, save_targets, write_shard
+
+
+def test_shard_resamples_mixes_and_trims(tmp_path):
+    sr = 44_100
+    t = np.arange(int(1.3 * sr)) / sr
+    stereo = np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 440 * t)], 1) * 0.5
+    sf.write(tmp_path / "a.flac", stereo, sr)
+    sf.write(tmp_path / "b.wav", 0.2 * np.ones(16_000, np.float32), 16_000, subtype="PCM_16")
+    m = write_shard([tmp_path / "a.flac", tmp_path / "b.wav"], tmp_path / "s")
+    assert m.n_samples.tolist() == [31_040, 24_000]  # 1.3 s = 31,200 samples = 97.5 frames -> 97 frames
+    assert all(n % HOP == 0 for n in m.n_samples) and m.offset.tolist() == [0, 31_040]
+    s = Shard.open(tmp_path / "s")
+    clip = s.clip(0)
+    spec = np.abs(np.fft.rfft(clip))
+    assert abs(np.argmax(spec) * 24_000 / len(clip) - 440) < 2  # resampled, pitch kept
+    assert abs(np.abs(clip).max() - 0.5) < 0.01  # mono mixdown of two equal channels
+    assert not (tmp_path / "s.partial").exists()
+
+
+def test_bad_audio_names_the_file_and_writes_nothing(tmp_path):
+    (tmp_path / "bad.wav").write_bytes(b"not audio at all")
+    sf.write(tmp_path / "good.wav", np.zeros(24_000, np.float32), 24_000)
+    with pytest.raises(AudioError, match="bad.wav"):
+        write_shard([tmp_path / "good.wav", tmp_path / "bad.wav"], tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+    nan = np.zeros(100, np.float32)
+    nan[5] = np.nan
+    sf.write(tmp_path / "nan.wav", nan, 24_000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="nan.wav.*NaN"):
+        load_audio(tmp_path / "nan.wav")
+    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 24_000)
+    with pytest.raises(AudioError, match="empty.wav"):
+        load_audio(tmp_path / "empty.wav")
+
+
+def test_targets_must_cover_the_shard(tone_corpus, tmp_path):
+    shards, _ = tone_corpus
+    save_targets(tmp_path / "short.npy", np.zeros((8, 10)))
+    with pytest.raises(ValueError, match="short.npy"):
+        Corpus([shards[0]], [tmp_path / "short.npy"])
+
+
+def test_crops_are_aligned_with_their_targets(tone_corpus, tmp_path):
+    shards, _ = tone_corpus
+    # targets = 10,000 x shard + frame index, so every crop shows where it came from
+    tgt = []
+    for k, s in enumerate(shards):
+        n = Shard.open(s).n_frames
+        assert n < 10_000
+        path = tmp_path / f"{s.name}_idx.npy"
+        save_targets(path, (10_000 * k + np.arange(n))[None])
+        tgt.append(path)
+    corpus = Corpus(shards, tgt, n_val=0, seed=0)
+    b = corpus.train_batch(step=5, batch_size=32, seed=0)
+    assert b.wav.shape == (32, 96_000) and b.targets.shape == (32, 1, CROP_FRAMES)
+    for i in range(32):
+        L = int(b.lengths[i])
+        first = int(b.targets[i, 0, 0])
+        assert b.targets[i, 0, :L].tolist() == list(range(first, first + L))
+        assert (b.targets[i, 0, L:] == 0).all()
+        shard = Shard.open(shards[first // 10_000])
+        assert np.array_equal(shard.segment((first % 10_000) * HOP, L * HOP), b.wav[i, : L * HOP].numpy())
+        assert (b.wav[i, L * HOP:] == 0).all()
+        assert int(b.mask[i].sum()) == L // 2
+
+
+def test_batches_are_a_function_of_seed_and_step(tone_corpus):
+    corpus = Corpus(*tone_corpus, n_val=2, seed=0)
+    a, b = corpus.train_batch(3, 8, seed=0), corpus.train_batch(3, 8, seed=0)
+    assert all((x == y).all() for x, y in zip((a.wav, a.targets, a.mask), (b.wav, b.targets, b.mask)))
+    c = corpus.train_batch(4, 8, seed=0)
+    assert not (a.wav == c.wav).all()
+
+
+def test_validation_clips_are_held_out_and_long_clips_are_visited_more(tone_corpus):
+    corpus = Corpus(*tone_corpus, n_val=3, seed=0)
+    key = lambda df: set(zip(df["shard"], df["clip_id"]))
+    assert len(corpus.val_clips) == 3 and not key(corpus.val_clips) & key(corpus.train_clips)
+    assert len(corpus.train_clips) + 3 == sum(len(Shard.open(s)) for s in tone_corpus[0])
+    # the 20-s clip holds 5 crops: it is drawn 5x as often as a clip under 8 s
+    w = pd.Series(corpus.weights, index=corpus.train_clips.n_samples.to_numpy())
+    if 480_000 in w.index:
+        assert w.loc[480_000] == pytest.approx(5 * w[w.index < 192_000].min())
+    vb = list(corpus.val_batches(2, seed=0))
+    assert sum(len(b.lengths) for b in vb) == 3
