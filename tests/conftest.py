@@ -56,3 +56,18 @@ def tone_corpus(tmp_path_factory):
     a = make_tone_shard(root, "shard0", secs[:8], seed=2)
     b = make_tone_shard(root, "shard1", secs[8:], seed=3)
     return [a[0], b[0]], [a[1], b[1]]
+
+
+@pytest.fixture(scope="session")
+def debug_checkpoint(tmp_path_factory):
+    """An untrained debug-size model saved as a checkpoint file (enough for API tests)."""
+    import torch
+
+    from encodecmae import checkpoint as ckpt_io
+    from encodecmae.model import EncodecMAE, ModelConfig
+
+    torch.manual_seed(0)
+    model = EncodecMAE(ModelConfig.from_size("debug", input="mel128"))
+    path = tmp_path_factory.mktemp("ckpt") / "debug.pt"
+    ckpt_io.save(path, {"model": model.state_dict(), "model_config": model.cfg.to_dict(), "step": 0})
+    return path

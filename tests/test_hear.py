@@ -1,0 +1,59 @@
+"""The HEAR API contract (hear-validator's checks, restated in hear_protocol.md)."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from encodecmae import hear
+from encodecmae.extract import Embedder
+
+
+@pytest.fixture(scope="module")
+def model(debug_checkpoint):
+    return hear.load_model(str(debug_checkpoint))
+
+
+def test_model_attributes(model):
+    assert isinstance(model, nn.Module)
+    assert isinstance(model.sample_rate, int) and model.sample_rate in (16_000, 22_050, 44_100, 48_000)
+    assert isinstance(model.scene_embedding_size, int) and isinstance(model.timestamp_embedding_size, int)
+    assert model.scene_embedding_size == model.timestamp_embedding_size == 64
+
+
+@pytest.mark.parametrize("seconds", [0.5, 1.0, 4.0, 6.3])
+def test_embedding_shapes_types_and_timestamps(model, seconds):
+    n = int(seconds * model.sample_rate)
+    audio = 0.1 * torch.randn(3, n, generator=torch.Generator().manual_seed(0))
+    scene = hear.get_scene_embeddings(audio, model)
+    assert scene.dtype == torch.float32 and scene.shape == (3, model.scene_embedding_size)
+    emb, ts = hear.get_timestamp_embeddings(audio, model)
+    frames = int(np.ceil(n * 24_000 / model.sample_rate / 320))  # 75 frames/s after resampling to 24 kHz
+    assert emb.dtype == torch.float32 and emb.shape == (3, frames, model.timestamp_embedding_size)
+    assert ts.dtype == torch.float32 and ts.shape == (3, frames)
+    step = torch.diff(ts, dim=1)
+    assert torch.allclose(step, torch.full_like(step, 1000 / 75), atol=1e-3)  # regular, in milliseconds
+    assert abs(float(ts[0, -1]) - seconds * 1000) < 1000 / 75  # covers the sound
+    assert torch.allclose(scene, emb.mean(1), atol=1e-5)  # scene = mean over time of the frames
+    assert torch.isfinite(emb).all()
+
+
+def test_batch_independence_and_silence(model):
+    g = torch.Generator().manual_seed(1)
+    audio = 0.1 * torch.randn(4, 16_000 * 5, generator=g)
+    audio[2] = 0.0
+    batch = hear.get_scene_embeddings(audio, model)
+    alone = hear.get_scene_embeddings(audio[1:2], model)
+    assert torch.allclose(batch[1], alone[0], atol=1e-4)
+    assert torch.isfinite(batch[2]).all()
+    assert not torch.allclose(batch[0], batch[1])
+
+
+def test_long_audio_is_cut_into_4s_chunks_and_concatenated(debug_checkpoint):
+    emb = Embedder(debug_checkpoint)
+    x = 0.1 * np.random.default_rng(0).standard_normal(24_000 * 10).astype(np.float32)
+    frames = emb.frames([x])[0]
+    assert frames.shape == (750, 64)
+    parts = emb.frames([x[:96_000], x[96_000:192_000], x[192_000:]])
+    assert np.allclose(frames, np.concatenate(parts), atol=1e-5)
+    assert np.allclose(emb.scenes([x])[0], frames.mean(0), atol=1e-6)

@@ -1,0 +1,79 @@
+"""Self-training: k-means assignment math, and teacher -> clusters -> student on the tone corpus."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.cluster import KMeans
+
+from encodecmae import checkpoint as ckpt_io
+from encodecmae.selftrain import assign_clusters, dump_features, fit_kmeans, load_centroids, nearest_centroid
+from encodecmae.shards import Shard, load_targets
+from encodecmae.train import TrainConfig, train
+
+
+def test_nearest_centroid_equals_sklearn_predict():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5000, 12)).astype(np.float32)
+    km = KMeans(n_clusters=37, n_init=1, random_state=0).fit(x)
+    ours = nearest_centroid(torch.from_numpy(x), torch.from_numpy(km.cluster_centers_.astype(np.float32)), block=999)
+    agree = (ours.numpy() == km.predict(x)).mean()
+    assert agree > 0.999  # float32 ties aside
+
+
+def test_fit_kmeans_is_seeded_and_needs_k_frames(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((6, 8)) * 10
+    np.save(tmp_path / "a.npy", (centres[rng.integers(0, 6, 600)] + rng.standard_normal((600, 8))).astype(np.float32))
+    info = fit_kmeans([tmp_path / "a.npy"], tmp_path / "k1.npz", k=6, n_frames=500, seed=3)
+    fit_kmeans([tmp_path / "a.npy"], tmp_path / "k2.npz", k=6, n_frames=500, seed=3)
+    assert np.array_equal(load_centroids(tmp_path / "k1.npz"), load_centroids(tmp_path / "k2.npz"))
+    assert info["n_frames"] == 500 and info["used_clusters"] == 6
+    # the six true centres are recovered
+    c = load_centroids(tmp_path / "k1.npz")
+    d = np.linalg.norm(centres[:, None] - c[None], axis=-1).min(1)
+    assert d.max() < 0.5
+    with pytest.raises(ValueError, match="a.npy"):
+        fit_kmeans([tmp_path / "a.npy"], tmp_path / "k3.npz", k=1000)
+
+
+def test_teacher_clusters_student(tone_corpus, tmp_path):
+    shards, targets = tone_corpus
+    teacher = TrainConfig(shards=[str(s) for s in shards], targets=[str(t) for t in targets],
+                          out=str(tmp_path / "teacher.pt"), ckpt_dir=str(tmp_path / "t_ckpt"),
+                          metrics=str(tmp_path / "t.csv"), size="debug", steps=10, batch_size=4, lr=1e-3,
+                          val_clips=0, num_workers=0, device="cpu", checkpoint_every=100)
+    train(teacher)
+    feats = []
+    for s in shards:
+        f = tmp_path / f"{s.name}_feats.npy"
+        arr = dump_features(teacher.out, s, f, n_crops=20, frames_per_crop=5, seed=0, device="cpu")
+        assert arr.shape == (100, 64) and arr.dtype == np.float32
+        feats.append(f)
+    again = dump_features(teacher.out, shards[0], tmp_path / "again.npy", n_crops=20, frames_per_crop=5, seed=0,
+                          device="cpu")
+    assert np.array_equal(again, np.load(feats[0]))
+    info = fit_kmeans(feats, tmp_path / "km.npz", k=8, n_frames=150, seed=0)
+    assert info["n_frames"] == 150
+    ids_paths = []
+    for s in shards:
+        out = tmp_path / f"{s.name}_clusters.npy"
+        assign_clusters(teacher.out, tmp_path / "km.npz", s, out, device="cpu")
+        ids = load_targets(out, Shard.open(s))  # frame layout of the shard checked here
+        assert ids.shape == (1, Shard.open(s).n_frames) and ids.min() >= 0 and ids.max() < 8
+        assert len(np.unique(ids)) > 1
+        ids_paths.append(out)
+    student = TrainConfig(shards=[str(s) for s in shards], targets=[str(p) for p in ids_paths],
+                          out=str(tmp_path / "student.pt"), ckpt_dir=str(tmp_path / "s_ckpt"),
+                          metrics=str(tmp_path / "s.csv"), init_from=teacher.out, reset_head=True, n_classes=8,
+                          gamma=[1.0], steps=3, batch_size=4, val_clips=0, num_workers=0, device="cpu",
+                          checkpoint_every=100)
+    train(student)
+    s_ck, t_ck = ckpt_io.load(student.out), ckpt_io.load(teacher.out)
+    assert s_ck["model_config"]["n_streams"] == 1 and s_ck["model_config"]["n_classes"] == 8
+    assert s_ck["model"]["head.weight"].shape == (8, 64)
+    assert s_ck["config"]["init_from"]["path"] == teacher.out
+    # the student continued from the teacher's encoder (3 small steps away, not a fresh init)
+    w_s, w_t = s_ck["model"]["encoder.blocks.0.ff.0.weight"], t_ck["model"]["encoder.blocks.0.ff.0.weight"]
+    assert (w_s - w_t).abs().max() < 0.05 and not torch.equal(w_s, w_t)
