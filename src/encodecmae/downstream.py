@@ -26,6 +26,7 @@ import json
 import math
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -87,27 +88,67 @@ def hparam_grid(n_points: int = 8, shuffle_seed: int = GRID_SHUFFLE_SEED) -> lis
 _INIT_FNS = {"xavier_uniform": nn.init.xavier_uniform_, "xavier_normal": nn.init.xavier_normal_}
 
 
-def build_mlp(in_dim: int, n_labels: int, hidden_layers: int, init: str) -> nn.Sequential:
+class Dropout(nn.Module):
+    """``nn.Dropout`` that draws its masks from a given generator.
+
+    Same computation as ``nn.Dropout(p)`` (zero each unit with probability p in training,
+    scale the rest by 1/(1-p), identity in eval), but with a per-run random stream, so that
+    several MLPs can train at once in threads and each stays reproducible from its seed. With
+    ``generator=None`` it uses torch's global generator, like ``nn.Dropout``.
+    """
+
+    def __init__(self, p: float, generator: torch.Generator | None = None):
+        super().__init__()
+        self.p, self.generator = p, generator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator)
+        return x * keep.div_(1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def build_mlp(
+    in_dim: int,
+    n_labels: int,
+    hidden_layers: int,
+    init: str,
+    generator: torch.Generator | None = None,
+) -> nn.Sequential:
     """``hidden_layers`` x [Linear -> BatchNorm1d -> Dropout(0.1) -> ReLU] -> Linear.
 
     kit: the weight of each Linear is re-initialised with xavier, gain
     ``calculate_gain(previous activation)``: 1 for the first Linear (the embedding's activation
     is unknown, treated as linear), sqrt(2) for every Linear after a ReLU, the output layer
-    included. Biases keep PyTorch's default initialisation.
+    included. Biases follow PyTorch's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), drawn here
+    from ``generator`` (a CPU generator; it also drives the dropout masks while the model is on
+    the CPU) so that the whole model is a function of one seed.
     """
     if init not in _INIT_FNS:
         raise ValueError(f"unknown init {init!r}; expected one of {sorted(_INIT_FNS)}")
     init_fn = _INIT_FNS[init]
+
+    def linear(fan_in: int, fan_out: int, gain: float) -> nn.Linear:
+        layer = nn.Linear(fan_in, fan_out)
+        init_fn(layer.weight, gain=gain, generator=generator)
+        bound = 1 / math.sqrt(fan_in)
+        nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+        return layer
+
     layers: list[nn.Module] = []
     dim, gain = in_dim, nn.init.calculate_gain("linear")
     for _ in range(hidden_layers):
-        linear = nn.Linear(dim, HIDDEN_DIM)
-        init_fn(linear.weight, gain=gain)
-        layers += [linear, nn.BatchNorm1d(HIDDEN_DIM), nn.Dropout(DROPOUT), nn.ReLU()]
+        layers += [
+            linear(dim, HIDDEN_DIM, gain),
+            nn.BatchNorm1d(HIDDEN_DIM),
+            Dropout(DROPOUT, generator),
+            nn.ReLU(),
+        ]
         dim, gain = HIDDEN_DIM, nn.init.calculate_gain("relu")
-    out = nn.Linear(dim, n_labels)
-    init_fn(out.weight, gain=gain)
-    layers.append(out)
+    layers.append(linear(dim, n_labels, gain))
     return nn.Sequential(*layers)
 
 
@@ -128,9 +169,10 @@ def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
     """Macro average precision over the classes with at least one positive in ``targets``.
 
     Same value as ``sklearn.metrics.average_precision_score(targets[:, present],
-    scores[:, present], average="macro")`` (tied scores form one threshold, as in sklearn),
-    computed for all classes at once: sklearn loops over classes, which makes the 100
-    bootstrap resamples of a 200-class, 10k-clip test set take about a minute.
+    scores[:, present], average="macro")`` (tied scores form one threshold, as in sklearn;
+    the tests check equality), computed for all classes at once with array operations: about
+    twice as fast as sklearn's per-class loop, which matters for the 100 bootstrap resamples
+    of FSD50K's 10k-clip, 200-class test set (~0.25 s vs ~0.55 s each here).
 
     AP of one class = (1/P) * sum over its positives of the precision at the end of the
     tie group holding that positive, with the clips ranked by decreasing score.
@@ -141,21 +183,23 @@ def mean_average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
     present = targets.any(axis=0)
     if not present.any():
         return float("nan")
-    y = targets[:, present]
-    s = np.asarray(scores, dtype=np.float64)[:, present]
-    n = s.shape[0]
-    order = np.argsort(-s, axis=0, kind="stable")
-    s_sorted = np.take_along_axis(s, order, axis=0)
-    y_sorted = np.take_along_axis(y, order, axis=0)
-    tps = np.cumsum(y_sorted, axis=0)
-    precision = tps / np.arange(1, n + 1)[:, None]
-    # Last row of each group of equal scores: only there is a threshold (and a precision).
+    # One row per class (contiguous rows sort fast); clips ranked by decreasing score. The
+    # order inside a group of tied scores is irrelevant: only group ends are used.
+    y = np.ascontiguousarray(targets[:, present].T)
+    s = np.ascontiguousarray(np.asarray(scores, dtype=np.float64)[:, present].T)
+    n = s.shape[1]
+    order = np.argsort(-s, axis=1)
+    s_sorted = np.take_along_axis(s, order, axis=1)
+    y_sorted = np.take_along_axis(y, order, axis=1)
+    tps = np.cumsum(y_sorted, axis=1)
+    precision = tps / np.arange(1, n + 1)
+    # Last clip of each group of equal scores: only there is a threshold (and a precision).
     group_end = np.ones_like(s_sorted, dtype=bool)
-    group_end[:-1] = s_sorted[:-1] != s_sorted[1:]
-    end_index = np.where(group_end, np.arange(n)[:, None], n)
-    end_index = np.minimum.accumulate(end_index[::-1], axis=0)[::-1]
-    precision_at_end = np.take_along_axis(precision, end_index, axis=0)
-    ap = (y_sorted * precision_at_end).sum(axis=0) / tps[-1]
+    group_end[:, :-1] = s_sorted[:, :-1] != s_sorted[:, 1:]
+    end_index = np.where(group_end, np.arange(n), n)
+    end_index = np.minimum.accumulate(end_index[:, ::-1], axis=1)[:, ::-1]
+    precision_at_end = np.take_along_axis(precision, end_index, axis=1)
+    ap = (y_sorted * precision_at_end).sum(axis=1) / tps[:, -1]
     return float(np.mean(ap))
 
 
@@ -188,7 +232,8 @@ def predict(model: nn.Module, x: torch.Tensor, prediction_type: str) -> np.ndarr
     model.eval()
     with torch.inference_mode():
         logits = model(x)
-        probs = torch.softmax(logits, 1) if prediction_type == "multiclass" else torch.sigmoid(logits)
+        multiclass = prediction_type == "multiclass"
+        probs = torch.softmax(logits, 1) if multiclass else torch.sigmoid(logits)
     return probs.double().cpu().numpy()
 
 
@@ -220,13 +265,18 @@ def train_mlp(
     always a kept state. The training set is reshuffled every epoch and split into batches of
     ``batch_size``; a final batch of one clip is skipped, since BatchNorm cannot train on it.
 
-    ``torch.manual_seed(seed)`` is set first (weights and dropout) and a generator seeded with
-    ``seed`` draws the batch order, so a run is reproducible independently of what ran before.
+    All randomness (initial weights, batch order, dropout masks) comes from generators seeded
+    with ``seed`` and owned by this run, not from torch's global generator: a run is
+    reproducible from its seed whatever ran before or runs alongside it in another thread.
     """
-    torch.manual_seed(seed)
-    shuffle_gen = torch.Generator(device="cpu").manual_seed(seed)
     device = x_train.device
-    model = build_mlp(x_train.shape[1], n_labels, hp.hidden_layers, hp.init).to(device)
+    gen = torch.Generator().manual_seed(seed)  # initial weights, batch order
+    model = build_mlp(x_train.shape[1], n_labels, hp.hidden_layers, hp.init, gen).to(device)
+    if device.type != "cpu":
+        dropout_gen = torch.Generator(device=device).manual_seed(seed)
+        for layer in model:
+            if isinstance(layer, Dropout):
+                layer.generator = dropout_gen
     optimizer = torch.optim.Adam(model.parameters(), lr=hp.lr)
     loss_fn: nn.Module = (
         nn.CrossEntropyLoss() if prediction_type == "multiclass" else nn.BCEWithLogitsLoss()
@@ -239,7 +289,7 @@ def train_mlp(
     bad_checks, stopped_early, epoch = 0, False, 0
     for epoch in range(1, max_epochs + 1):
         model.train()
-        perm = torch.randperm(n, generator=shuffle_gen).to(device)
+        perm = torch.randperm(n, generator=gen).to(device)
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
             if idx.numel() < 2:
@@ -364,7 +414,9 @@ def load_task(task_dir: str | Path, embeddings_path: str | Path, device: str = "
             file_labels: dict[str, list] = _read_json(label_path)
             for key in (f"emb_{split}", f"files_{split}"):
                 if key not in npz.files:
-                    raise ValueError(f"{embeddings_path}: no array {key!r} (has {sorted(npz.files)})")
+                    raise ValueError(
+                        f"{embeddings_path}: no array {key!r} (has {sorted(npz.files)})"
+                    )
             emb = np.asarray(npz[f"emb_{split}"], dtype=np.float32)
             files = [str(f) for f in npz[f"files_{split}"]]
             if emb.ndim != 2 or emb.shape[0] != len(files):
@@ -480,6 +532,26 @@ def bootstrap_ci(
 # --------------------------------------------------------------------------------------------
 
 
+def _parallel_map(fn: Callable, items: Sequence, workers: int) -> list:
+    """``[fn(x) for x in items]``, on ``workers`` threads when ``workers > 1``.
+
+    Why threads: torch releases the GIL inside its kernels, and every run owns its random
+    generators, so independent MLP trainings overlap without pickling data into processes.
+    Each run's ops go single-threaded (torch's intra-op threads are split between the
+    workers for the duration): for these small matrices, one run per core beats several cores
+    per run, and OpenMP teams from concurrent runs would oversubscribe the cores.
+    """
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads // workers))
+    try:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(fn, items))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def evaluate_task(
     task_dir: str | Path,
     embeddings_path: str | Path,
@@ -488,6 +560,7 @@ def evaluate_task(
     n_grid_points: int = 8,
     n_bootstrap: int = 100,
     patience: int = PATIENCE,
+    workers: int = 1,
     device: str = "cpu",
     log: Callable[[str], None] | None = None,
 ) -> dict:
@@ -497,6 +570,10 @@ def evaluate_task(
     trained and the best validation score wins (ties: the earlier point in the shuffled
     grid). kit: split 0's model from the search is reused; the winning setting is retrained on
     every other split. The task score is the plain mean of the per-split test scores.
+
+    Every training run is seeded with ``seed``; ``workers`` > 1 trains that many MLPs at once
+    on threads (the result does not depend on it beyond float rounding of BLAS kernels run
+    with different thread counts).
     """
     t0 = time.perf_counter()
     say = log or (lambda msg: None)
@@ -509,33 +586,32 @@ def evaluate_task(
         x_va, y_va = _gather(task, split["valid"])
         y_tr_t = torch.from_numpy(y_tr).to(device)
         y_tr_t = y_tr_t.long() if y_tr.ndim == 1 else y_tr_t.float()
-        return train_mlp(
+        result = train_mlp(
             x_tr, y_tr_t, x_va, y_va, hp, n_labels, task.prediction_type, task.metric,
             seed=seed, max_epochs=max_epochs, patience=patience,
         )
-
-    grid = []
-    best: tuple[HParams, TrainResult] | None = None
-    for hp in hparam_grid(n_grid_points):
-        result = train_on(splits[0], hp)
-        grid.append(
-            {
-                "hparams": asdict(hp),
-                "valid_score": result.best_valid_score,
-                "best_epoch": result.best_epoch,
-                "epochs_run": result.epochs_run,
-            }
-        )
-        say(f"{task.name} grid {hp}: valid {result.best_valid_score:.4f} "
+        say(f"{task.name} test {split['test'][0]} {hp}: valid {result.best_valid_score:.4f} "
             f"(best epoch {result.best_epoch}, ran {result.epochs_run})")
-        if best is None or result.best_valid_score > best[1].best_valid_score:
-            best = (hp, result)
-    assert best is not None
-    best_hp = best[0]
+        return result
+
+    grid_points = hparam_grid(n_grid_points)
+    grid_results = _parallel_map(lambda hp: train_on(splits[0], hp), grid_points, workers)
+    grid = [
+        {
+            "hparams": asdict(hp),
+            "valid_score": r.best_valid_score,
+            "best_epoch": r.best_epoch,
+            "epochs_run": r.epochs_run,
+        }
+        for hp, r in zip(grid_points, grid_results)
+    ]
+    best = max(range(len(grid_points)), key=lambda i: grid_results[i].best_valid_score)
+    best_hp = grid_points[best]  # max() keeps the first of equal scores, as the kit's sort
+    results = [grid_results[best]]
+    results += _parallel_map(lambda split: train_on(split, best_hp), splits[1:], workers)
 
     fold_scores, test_sets, per_split = [], [], []
-    for i, split in enumerate(splits):
-        result = best[1] if i == 0 else train_on(split, best_hp)
+    for split, result in zip(splits, results):
         x_te, y_te = _gather(task, split["test"])
         probs = predict(result.model, x_te, task.prediction_type)
         test_score = METRICS[task.metric](probs, y_te)
@@ -550,7 +626,6 @@ def evaluate_task(
                 "epochs_run": result.epochs_run,
             }
         )
-        say(f"{task.name} split {i}: test {test_score:.4f}")
     score = float(np.mean(fold_scores))
     ci = bootstrap_ci(test_sets, task.metric, score=score, n_bootstrap=n_bootstrap, seed=seed)
 
@@ -590,6 +665,7 @@ def _score_task_cmd(args: argparse.Namespace) -> int:
         n_grid_points=args.grid_points,
         n_bootstrap=args.bootstrap,
         patience=args.patience,
+        workers=args.workers,
         device=args.device,
         log=print,
     )
@@ -607,16 +683,22 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "score-task",
         help="HEAR downstream protocol (MLP grid, early stopping, bootstrap CI) on one task",
-        description=evaluate_task.__doc__.splitlines()[0],
+        description="Train the HEAR MLP grid on a task's embeddings (grid search on split 0, "
+        "best setting retrained on every fold) and write the test score, its bootstrap "
+        "interval and the search record as JSON.",
     )
     p.add_argument("--task-dir", type=Path, required=True, help="HEAR task directory")
     p.add_argument("--embeddings", type=Path, required=True, help=".npz with emb_/files_ per split")
     p.add_argument("--out", type=Path, required=True, help="result JSON to write")
-    p.add_argument("--seed", type=int, default=0, help="torch seed of every training run and bootstrap")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of every training run and of the bootstrap")
     p.add_argument("--max-epochs", type=int, default=MAX_EPOCHS)
     p.add_argument("--grid-points", type=int, default=8, help="grid points evaluated (of 16)")
     p.add_argument("--bootstrap", type=int, default=100, help="bootstrap iterations")
     p.add_argument("--patience", type=int, default=PATIENCE, help="validations without improvement")
-    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch.set_num_threads (default: leave torch's setting)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="MLPs trained at once on threads (up to the number of cores)")
     p.add_argument("--device", default="cpu", help="torch device for the MLPs")
     p.set_defaults(func=_score_task_cmd)
