@@ -372,6 +372,37 @@ def _read_json(path: Path):
         return json.load(f)
 
 
+# hear-preprocess's split_mode -> our mode
+HEAR_SPLIT_MODES = {"trainvaltest": "train_valid_test", "new_split_kfold": "folds", "presplit_kfold": "folds"}
+
+
+def task_split_names(meta: dict, meta_path: str | Path) -> tuple[str, list[str]]:
+    """The task's mode (train_valid_test or folds) and its split names, from our metadata
+    (``mode``) or hear-preprocess's (``split_mode``)."""
+    mode = meta.get("mode") or HEAR_SPLIT_MODES.get(meta.get("split_mode", ""))
+    if mode == "train_valid_test":
+        return mode, ["train", "valid", "test"]
+    if mode == "folds":
+        if "nfolds" not in meta:
+            raise ValueError(f"{meta_path}: mode 'folds' needs 'nfolds'")
+        return mode, [fold_name(i) for i in range(int(meta["nfolds"]))]
+    raise ValueError(f"{meta_path}: unknown split mode {meta.get('mode', meta.get('split_mode'))!r} "
+                     f"(expected mode train_valid_test/folds or a hear-preprocess split_mode)")
+
+
+def label_vocabulary(meta: dict, task_dir: Path) -> list:
+    """Labels in index order: ``label_vocabulary`` in the metadata, else hear-preprocess's
+    ``labelvocabulary.csv`` (columns idx, label)."""
+    if "label_vocabulary" in meta:
+        return list(meta["label_vocabulary"])
+    csv_path = task_dir / "labelvocabulary.csv"
+    if not csv_path.exists():
+        raise ValueError(f"{task_dir}: no label_vocabulary in task_metadata.json and no labelvocabulary.csv")
+    import pandas as pd
+
+    return pd.read_csv(csv_path).sort_values("idx")["label"].tolist()
+
+
 def load_task(task_dir: str | Path, embeddings_path: str | Path, device: str = "cpu") -> Task:
     """Read the task metadata, every split's labels and the matching embeddings.
 
@@ -382,25 +413,18 @@ def load_task(task_dir: str | Path, embeddings_path: str | Path, device: str = "
     task_dir, embeddings_path = Path(task_dir), Path(embeddings_path)
     meta_path = task_dir / "task_metadata.json"
     meta = _read_json(meta_path)
-    for key in ("task_name", "mode", "prediction_type", "evaluation", "label_vocabulary"):
+    for key in ("task_name", "prediction_type", "evaluation"):
         if key not in meta:
             raise ValueError(f"{meta_path}: missing key {key!r}")
-    mode, ptype = meta["mode"], meta["prediction_type"]
-    if mode == "train_valid_test":
-        split_names = ["train", "valid", "test"]
-    elif mode == "folds":
-        if "nfolds" not in meta:
-            raise ValueError(f"{meta_path}: mode 'folds' needs 'nfolds'")
-        split_names = [fold_name(i) for i in range(int(meta["nfolds"]))]
-    else:
-        raise ValueError(f"{meta_path}: unknown mode {mode!r}")
+    mode, split_names = task_split_names(meta, meta_path)
+    ptype = meta["prediction_type"]
     if ptype not in ("multiclass", "multilabel"):
         raise ValueError(f"{meta_path}: unknown prediction_type {ptype!r}")
     metric = meta["evaluation"][0]
     if metric not in METRICS:
         raise ValueError(f"{meta_path}: unsupported metric {metric!r}; known: {sorted(METRICS)}")
 
-    labels = [str(label) for label in meta["label_vocabulary"]]
+    labels = [str(label) for label in label_vocabulary(meta, task_dir)]
     label_index = {label: i for i, label in enumerate(labels)}
     if len(label_index) != len(labels):
         raise ValueError(f"{meta_path}: duplicate labels in label_vocabulary")

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from . import CROP_SAMPLES, HOP, SAMPLE_RATE
 from .audio import load_audio, resample
 from .checkpoint import load_model
+from .downstream import task_split_names
 from .model import EncodecMAE
 
 
@@ -103,10 +104,7 @@ def embed_task(checkpoint: str | Path, task_dir: str | Path, out: str | Path, la
         raise FileNotFoundError(f"{meta_path}: missing task metadata (is {task_dir} a task directory?)")
     meta = json.loads(meta_path.read_text())
     sr = int(meta.get("sample_rate", 16000))
-    if meta.get("mode") == "folds":
-        splits = [f"fold{i:02d}" for i in range(int(meta["nfolds"]))]
-    else:
-        splits = ["train", "valid", "test"]
+    _, splits = task_split_names(meta, meta_path)
     emb = Embedder(checkpoint, device, layer, batch_size)
     arrays = {}
     for split in splits:
