@@ -129,3 +129,30 @@ def test_command(server, tmp_path, capsys):
     args.func(args)
     assert out.read_bytes() == PAYLOAD
     assert DIGEST in capsys.readouterr().out
+
+
+def test_download_archives_verifies_and_unpacks_zip_and_tar(server, tmp_path):
+    import tarfile
+    import zipfile
+
+    from encodecmae.download import DownloadError, download_archives, sha256_file
+
+    base, root = server, tmp_path / "www"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.wav").write_bytes(b"RIFFaaaa")
+    with zipfile.ZipFile(root / "music.zip", "w") as z:
+        z.write(tmp_path / "src" / "a.wav", "fma/000/a.wav")
+    with tarfile.open(root / "speech.tar.gz", "w:gz") as t:
+        t.add(tmp_path / "src" / "a.wav", "small/book/b.wav")
+    out = tmp_path / "downloads" / "mix"
+    download_archives([(f"{base}/music.zip", sha256_file(root / "music.zip")), (f"{base}/speech.tar.gz", None)], out)
+    assert (out / "fma" / "000" / "a.wav").read_bytes() == b"RIFFaaaa"
+    assert (out / "small" / "book" / "b.wav").read_bytes() == b"RIFFaaaa"
+    with pytest.raises(DownloadError, match="music.zip"):
+        download_archives([(f"{base}/music.zip", "0" * 64)], tmp_path / "other")
+    # a member that escapes the target directory is refused
+    with zipfile.ZipFile(root / "evil.zip", "w") as z:
+        z.writestr("../escape.wav", b"x")
+    with pytest.raises(DownloadError, match="outside"):
+        download_archives([(f"{base}/evil.zip", None)], tmp_path / "evil")
+    assert not (tmp_path / "escape.wav").exists()

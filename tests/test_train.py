@@ -127,3 +127,14 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tone_co
     assert (a["head.weight"] - init["head.weight"]).abs().max() > 1e-4
     ra, rb = read_metrics(one.metrics), read_metrics(two.metrics)
     assert float(ra[-1]["loss"]) == pytest.approx(float(rb[-1]["loss"]), rel=1e-4)
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings_but_extends_steps(tone_corpus, tmp_path):
+    cfg = base_cfg(tone_corpus, tmp_path, steps=6, checkpoint_every=3)
+    train(cfg)
+    other = base_cfg(tone_corpus, tmp_path, steps=6, checkpoint_every=3, lr=5e-4, resume=True)
+    with pytest.raises(ValueError, match="lr"):
+        train(other)
+    longer = base_cfg(tone_corpus, tmp_path, steps=9, checkpoint_every=3, resume=True)
+    train(longer)  # more steps continue the same run from its newest checkpoint
+    assert ckpt_io.load(longer.out)["step"] == 9

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "encodecmae.extract",
     "encodecmae.downstream",
     "encodecmae.demo",
+    "encodecmae.report",
 ]
 
 

@@ -104,6 +104,48 @@ def download(url: str, out_path: str | Path, sha256: str | None = None, sha256_p
     return out
 
 
+def unpack(archive: str | Path, out_dir: str | Path) -> list[str]:
+    """Extract a .zip or .tar(.gz/.bz2/.xz) archive into ``out_dir``; refuses members that
+    would land outside it. Returns the extracted member names."""
+    import tarfile
+    import zipfile
+
+    archive, out_dir = Path(archive), Path(out_dir).resolve()
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            names = z.namelist()
+            for n in names:
+                if not (out_dir / n).resolve().is_relative_to(out_dir):
+                    raise DownloadError(f"{archive}: member {n!r} would be written outside {out_dir}")
+            z.extractall(out_dir)
+        return names
+    if tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as t:
+            t.extractall(out_dir, filter="data")  # the data filter rejects absolute and '..' paths
+            return t.getnames()
+    raise DownloadError(f"{archive}: not a zip or tar archive")
+
+
+def download_archives(archives: list[tuple[str, str | None]], out_dir: str | Path) -> Path:
+    """Download each (url, sha256) archive, verify it and unpack it into ``out_dir``.
+
+    Archives are kept under ``out_dir/.archives`` so an interrupted source download resumes at
+    the first archive not yet fetched (each one is verified again by its checksum).
+    """
+    out_dir = Path(out_dir)
+    store = out_dir / ".archives"
+    for url, sha in archives:
+        name = url.rstrip("/").rsplit("/", 1)[-1] or "archive"
+        path = store / name
+        if not path.exists() or (sha and sha256_file(path) != sha.lower()):
+            download(url, path, sha256=sha)
+        elif not sha:
+            print(f"{path}: kept from an earlier run (no checksum given to verify it)")
+        members = unpack(path, out_dir)
+        print(f"{url}: {len(members)} members unpacked into {out_dir}")
+    return out_dir
+
+
 def register(sub) -> None:
     p = sub.add_parser("download", help="download a file by URL and verify its SHA-256")
     p.add_argument("--url", required=True,
@@ -118,3 +160,9 @@ def register(sub) -> None:
         print(f"{out}: {out.stat().st_size} bytes, sha256 {sha256_file(out)}")
 
     p.set_defaults(func=run)
+
+    p = sub.add_parser("download-archives", help="download, verify and unpack archives into a directory")
+    p.add_argument("--archive", nargs=2, action="append", required=True, metavar=("URL", "SHA256"),
+                   help="an archive and its SHA-256 ('-' when none is known); repeat for several")
+    p.add_argument("--out", required=True, help="directory to unpack into")
+    p.set_defaults(func=lambda a: download_archives([(u, None if h == "-" else h) for u, h in a.archive], a.out))

@@ -143,19 +143,55 @@ def load_targets(path: str | Path, shard: Shard) -> np.ndarray:
     return arr
 
 
+AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus")
+
+
+def list_audio(source_dir: str | Path) -> list[str]:
+    """Every audio file under ``source_dir``, sorted (so shard plans never depend on directory order)."""
+    source_dir = Path(source_dir)
+    if not source_dir.is_dir():
+        raise FileNotFoundError(f"{source_dir}: source directory not found")
+    files = sorted(str(p) for p in source_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    if not files:
+        raise ValueError(f"{source_dir}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
+    return files
+
+
+def shard_files(files: list[str], n_shards: int, index: int) -> list[str]:
+    """Files of shard ``index`` of ``n_shards``: round-robin, so long and short files (often
+    grouped by name) spread across shards."""
+    if not 0 <= index < n_shards:
+        raise ValueError(f"shard index {index} is outside 0..{n_shards - 1}")
+    if len(files) < n_shards:
+        raise ValueError(f"{len(files)} files cannot fill {n_shards} shards")
+    return files[index::n_shards]
+
+
 def register(sub) -> None:
-    p = sub.add_parser("resample", help="resample a list of audio files to one 24-kHz mono shard")
+    p = sub.add_parser("list-audio", help="list the audio files under a directory, sorted")
+    p.add_argument("--source-dir", required=True)
+    p.add_argument("--out", required=True, help="text file: one path per line")
+
+    def run_list(args):
+        files = list_audio(args.source_dir)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text("".join(f + "\n" for f in files))
+        print(f"{args.source_dir}: {len(files)} audio files")
+
+    p.set_defaults(func=run_list)
+
+    p = sub.add_parser("resample", help="resample (a shard of) a list of audio files to one 24-kHz mono shard")
     p.add_argument("--file-list", required=True, help="text file: one audio path per line")
-    p.add_argument("--root", default=None, help="directory that relative paths in the list are relative to")
+    p.add_argument("--n-shards", type=int, default=1, help="the list is split round-robin into this many shards")
+    p.add_argument("--shard", type=int, default=0, help="which of them to write")
     p.add_argument("--out", required=True, help="shard directory to write")
     p.add_argument("--min-seconds", type=float, default=HOP / SAMPLE_RATE,
                    help="skip clips shorter than this (default: one frame)")
 
     def run(args):
-        files = read_file_list(args.file_list)
-        if args.root:
-            files = [str(Path(args.root) / f) for f in files]
+        files = shard_files(read_file_list(args.file_list), args.n_shards, args.shard)
         m = write_shard(files, args.out, min_samples=int(args.min_seconds * SAMPLE_RATE))
         print(f"{args.out}: {len(m)} clips, {m.n_samples.sum() / SAMPLE_RATE / 60:.1f} min")
 
     p.set_defaults(func=run)
+

@@ -19,7 +19,7 @@ import math
 import os
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -43,6 +43,10 @@ class TrainConfig:
     size: str = "base"
     input: str = "mel256"
     encodec_checkpoint: str | None = None
+    n_layers: int | None = None  # architecture overrides of the size preset
+    d_model: int | None = None
+    n_heads: int | None = None
+    ff_dim: int | None = None
     init_from: str | None = None  # self-training: start from a teacher checkpoint
     reset_head: bool = False
     n_streams: int | None = None  # default: the number of target streams
@@ -102,7 +106,8 @@ def build_training_model(cfg: TrainConfig, n_target_streams: int) -> tuple[Encod
         mcfg = ModelConfig.from_size(cfg.size, input=cfg.input, encodec_checkpoint=cfg.encodec_checkpoint,
                                      n_streams=cfg.n_streams or n_target_streams, n_classes=cfg.n_classes,
                                      mask_token=cfg.mask_token)
-        model = EncodecMAE(mcfg)
+        arch = {k: getattr(cfg, k) for k in ("n_layers", "d_model", "n_heads", "ff_dim") if getattr(cfg, k)}
+        model = EncodecMAE(replace(mcfg, **arch))
     if model.cfg.n_streams != n_target_streams:
         raise ValueError(f"the model predicts {model.cfg.n_streams} streams but the targets have "
                          f"{n_target_streams} (use --reset-head --n-streams {n_target_streams})")
@@ -168,6 +173,25 @@ def validate(model: EncodecMAE, corpus: Corpus, cfg: TrainConfig, gamma, device,
     return {k: v / n for k, v in sums.items()} if n else {}
 
 
+# Settings that may change between a run and its resumption: they do not alter the trajectory
+# (steps only extends it). Anything else differing means the checkpoint belongs to another run.
+RESUME_MAY_CHANGE = {"steps", "resume", "num_workers", "device", "threads", "log_every", "val_every",
+                     "checkpoint_every", "out", "metrics", "ckpt_dir"}
+
+
+def check_resumable(state: dict, cfg: TrainConfig, path: Path) -> None:
+    old = state.get("config", {}).get("train", {})
+    new = asdict(cfg)
+    diff = sorted(k for k in new if k not in RESUME_MAY_CHANGE and _norm(old.get(k)) != _norm(new[k]))
+    if diff:
+        raise ValueError(f"{path}: checkpoint was trained with different settings ({', '.join(diff)}); "
+                         f"resume it with the same settings or use another --ckpt-dir")
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
 # --- the loop --------------------------------------------------------------------------------
 
 
@@ -201,6 +225,7 @@ def train(cfg: TrainConfig) -> Path:
                               f"it or remove the directory")
     if existing:
         state = ckpt_io.load(existing[-1], map_location=device)
+        check_resumable(state, cfg, existing[-1])
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         ckpt_io.set_rng_state(state["rng"])
@@ -305,6 +330,10 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", default=d.size, choices=["debug", "small", "base", "large"])
     p.add_argument("--input", default=d.input, choices=["mel256", "mel128", "encodec"])
     p.add_argument("--encodec-checkpoint", default=None, help="EnCodec weights for --input encodec")
+    p.add_argument("--n-layers", type=int, default=None, help="encoder layers (overrides --size)")
+    p.add_argument("--d-model", type=int, default=None, help="model width D (overrides --size)")
+    p.add_argument("--n-heads", type=int, default=None, help="attention heads (overrides --size)")
+    p.add_argument("--ff-dim", type=int, default=None, help="feed-forward width (overrides --size)")
     p.add_argument("--init-from", default=None, help="start from this checkpoint (self-training)")
     p.add_argument("--reset-head", action="store_true", help="new head for the targets (with --init-from)")
     p.add_argument("--n-streams", type=int, default=None, help="target streams Q (default: from the targets)")
@@ -343,7 +372,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             raise ValueError(f"{args.gamma_file}: expected JSON with a 'gamma' list ({exc})") from exc
     return TrainConfig(
         shards=args.shards, targets=args.targets, out=args.out, ckpt_dir=args.ckpt_dir, metrics=args.metrics,
-        size=args.size, input=args.input, encodec_checkpoint=args.encodec_checkpoint, init_from=args.init_from,
+        size=args.size, input=args.input, encodec_checkpoint=args.encodec_checkpoint, n_layers=args.n_layers,
+        d_model=args.d_model, n_heads=args.n_heads, ff_dim=args.ff_dim, init_from=args.init_from,
         reset_head=args.reset_head, n_streams=args.n_streams, n_classes=args.n_classes, mask_token=args.mask_token,
         steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
         weight_decay=args.weight_decay, betas=tuple(args.betas), delta=args.delta, gamma=gamma,

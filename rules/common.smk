@@ -1,0 +1,151 @@
+# Helpers shared by the rule files. Anything with logic worth testing lives in the package
+# (encodecmae.experiments); these functions only map wildcards to paths and parameters.
+import json
+import shlex
+
+from encodecmae.experiments import resolve, train_args
+
+D = config["data_dir"]
+R = config["results_dir"]
+EXPERIMENTS = resolve(config)
+TRAINED = [name for name, e in EXPERIMENTS.items() if e.steps > 0]
+SOURCES = config["corpus"]["sources"]
+TASKS = config["tasks"]
+ENC = config["encodec"]
+ENCODEC_CKPT = (
+    f"{D}/encodec/encodec_fitted.pt"
+    if ENC["weights"] == "fitted"
+    else f"{D}/encodec/{ENC['url'].rsplit('/', 1)[-1]}"
+)
+
+
+wildcard_constraints:
+    model="|".join(EXPERIMENTS),
+    teacher="|".join(EXPERIMENTS),
+    source="|".join(SOURCES),
+    task="|".join(TASKS),
+    shard=r"\d{3}",
+
+
+def shard_ids(source):
+    return [f"{i:03d}" for i in range(SOURCES[source]["n_shards"])]
+
+
+def shard_dirs(sources):
+    return [f"{D}/shards/{s}/{i}" for s in sources for i in shard_ids(s)]
+
+
+def shard_manifests(sources):
+    return [f"{d}/manifest.csv" for d in shard_dirs(sources)]
+
+
+def source_input(wildcards):
+    """The rule output (or user directory) that holds a source's audio."""
+    src = SOURCES[wildcards.source]
+    if src.get("demo"):
+        return f"{D}/raw/demo"
+    if src.get("archives"):
+        return f"{D}/downloads/{wildcards.source}"
+    return src["path"]
+
+
+def source_dir(wildcards):
+    src = SOURCES[wildcards.source]
+    return f"{D}/raw/demo/{wildcards.source}" if src.get("demo") else source_input(wildcards)
+
+
+def archive_flags(wildcards):
+    """--archive URL SHA256 for each archive of a downloaded source ('-': no checksum given)."""
+    archives = SOURCES[wildcards.source]["archives"]
+    return " ".join(f"--archive {shlex.quote(a['url'])} {a.get('sha256') or '-'}" for a in archives)
+
+
+def n_shards(wildcards):
+    return SOURCES[wildcards.source]["n_shards"]
+
+
+def target_files(exp):
+    """Per-shard targets of an experiment: EnCodec tokens, or its teacher's cluster ids."""
+    if exp.teacher is None:
+        return [f"{D}/tokens/{s}/{i}.npy" for s in exp.sources for i in shard_ids(s)]
+    return [f"{D}/selftrain/{exp.teacher}/clusters/{s}/{i}.npy" for s in exp.sources for i in shard_ids(s)]
+
+
+def train_shards(wildcards):
+    return shard_dirs(EXPERIMENTS[wildcards.model].sources)
+
+
+def train_inputs(wildcards):
+    exp = EXPERIMENTS[wildcards.model]
+    inputs = {"manifests": shard_manifests(exp.sources), "targets": target_files(exp)}
+    if exp.teacher is None:
+        inputs["gamma"] = f"{R}/gamma.json"
+    if exp.init is not None:
+        inputs["init"] = f"{R}/models/{exp.init}/model.pt"
+    elif exp.input == "encodec":
+        inputs["encodec"] = ENCODEC_CKPT
+    return inputs
+
+
+def train_params(wildcards, input):
+    """Flags of the training command that are not file paths (the rule reruns when they change)."""
+    exp = EXPERIMENTS[wildcards.model]
+    p = exp.train_params()
+    if exp.teacher is not None:
+        p["n_classes"] = config["selftraining"]["k"]
+    elif exp.init is None:
+        p["n_classes"] = ENC["codebook_size"]
+    flags = train_args(p)
+    if exp.teacher is None:
+        flags += f" --gamma-file {input.gamma}"
+    if exp.init is not None:
+        flags += f" --init-from {input.init}"
+    elif exp.input == "encodec":
+        flags += f" --encodec-checkpoint {input.encodec}"
+    return flags
+
+
+def checkpoint_dir(wildcards):
+    return f"{R}/models/{wildcards.model}/checkpoints/{EXPERIMENTS[wildcards.model].run_key()}"
+
+
+def teacher_sources(wildcards):
+    return EXPERIMENTS[wildcards.teacher].sources
+
+
+def teacher_features(wildcards):
+    return [
+        f"{D}/selftrain/{wildcards.teacher}/features/{s}/{i}.npy"
+        for s in teacher_sources(wildcards)
+        for i in shard_ids(s)
+    ]
+
+
+def crops_per_shard(wildcards):
+    n = sum(SOURCES[s]["n_shards"] for s in teacher_sources(wildcards))
+    return -(-config["selftraining"]["n_crops"] // n)
+
+
+def task_dir(task):
+    spec = TASKS[task]
+    if spec.get("demo"):
+        return f"{D}/tasks/demo/{task}"
+    if spec.get("archive"):
+        return f"{D}/tasks/hear/{task}"
+    return spec["path"]
+
+
+def task_input(wildcards):
+    return task_dir(wildcards.task)
+
+
+def table_spec():
+    """What the table needs to know about each model: label and the paper's line."""
+    return shlex.quote(
+        json.dumps(
+            [
+                {"name": n, "label": e.label, "paper_line": e.paper_line}
+                for n, e in EXPERIMENTS.items()
+            ]
+        )
+    )

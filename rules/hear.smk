@@ -1,0 +1,53 @@
+# Downstream evaluation: every task embedded with every model (frozen, mean over time of the
+# last layer, 4-s chunks), then scored with the HEAR MLP protocol and bootstrap intervals.
+
+
+rule make_demo_task:
+    output:
+        directory(f"{D}/tasks/demo/{{task}}"),
+    params:
+        seed=config["demo_task_seed"],
+    log:
+        f"{D}/logs/make_demo_task/{{task}}.log",
+    shell:
+        "encodecmae make-demo-task --name {wildcards.task} --out {D}/tasks/demo --seed {params.seed} > {log} 2>&1"
+
+
+rule embed_task:
+    input:
+        model=f"{R}/models/{{model}}/model.pt",
+        task=task_input,
+    output:
+        f"{R}/embeddings/{{model}}/{{task}}.npz",
+    params:
+        layer=config["hear"]["layer"],
+    threads: 1
+    log:
+        f"{R}/logs/embed_task/{{model}}/{{task}}.log",
+    benchmark:
+        f"{R}/benchmarks/embed_task/{{model}}/{{task}}.tsv"
+    shell:
+        "encodecmae embed-task --checkpoint {input.model} --task-dir {input.task} --out {output} "
+        "--layer {params.layer} --threads {threads} > {log} 2>&1"
+
+
+rule score_task:
+    input:
+        embeddings=f"{R}/embeddings/{{model}}/{{task}}.npz",
+        task=task_input,
+    output:
+        f"{R}/scores/{{model}}/{{task}}.json",
+    params:
+        max_epochs=config["hear"]["max_epochs"],
+        grid_points=config["hear"]["grid_points"],
+        bootstrap=config["hear"]["bootstrap"],
+        seed=config["hear"]["seed"],
+    threads: 1
+    log:
+        f"{R}/logs/score_task/{{model}}/{{task}}.log",
+    benchmark:
+        f"{R}/benchmarks/score_task/{{model}}/{{task}}.tsv"
+    shell:
+        "encodecmae score-task --task-dir {input.task} --embeddings {input.embeddings} --out {output} "
+        "--max-epochs {params.max_epochs} --grid-points {params.grid_points} --bootstrap {params.bootstrap} "
+        "--seed {params.seed} --threads {threads} > {log} 2>&1"

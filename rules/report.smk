@@ -1,0 +1,30 @@
+# Results: Table 1 (ours beside the paper's lines) and training curves, also in the HTML
+# report that `snakemake --report report.html` builds.
+
+
+rule make_table:
+    input:
+        scores=expand(f"{R}/scores/{{model}}/{{task}}.json", model=EXPERIMENTS, task=TASKS),
+        tasks=[task_dir(t) for t in TASKS],
+        models=expand(f"{R}/models/{{model}}/model.pt", model=EXPERIMENTS),
+    output:
+        csv=report(f"{R}/table1.csv", caption="../workflow/report/table1.rst", category="Table 1"),
+        md=f"{R}/table1.md",
+    params:
+        spec=table_spec(),
+    log:
+        f"{R}/logs/make_table.log",
+    shell:
+        "encodecmae make-table --spec {params.spec} --scores {input.scores} --task-dirs {input.tasks} "
+        "--checkpoints {input.models} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
+rule plot_curves:
+    input:
+        f"{R}/models/{{model}}/metrics.csv",
+    output:
+        report(f"{R}/plots/{{model}}.png", caption="../workflow/report/curves.rst", category="Training curves"),
+    log:
+        f"{R}/logs/plot_curves/{{model}}.log",
+    shell:
+        "encodecmae plot-curves --metrics {input} --out {output} --title {wildcards.model} > {log} 2>&1"

@@ -1,0 +1,60 @@
+# Self-training targets in three steps, as the HuBERT recipe: dump teacher activations per
+# shard, fit k-means on a seeded sample, assign cluster ids per shard. The student rows
+# (targets: {clusters_of: TEACHER}) train on them in pretrain.smk.
+
+
+rule dump_teacher_features:
+    input:
+        model=f"{R}/models/{{teacher}}/model.pt",
+        manifest=f"{D}/shards/{{source}}/{{shard}}/manifest.csv",
+        audio=f"{D}/shards/{{source}}/{{shard}}/audio.npy",
+    output:
+        temp(f"{D}/selftrain/{{teacher}}/features/{{source}}/{{shard}}.npy"),
+    params:
+        shard=f"{D}/shards/{{source}}/{{shard}}",
+        n_crops=crops_per_shard,
+        frames_per_crop=config["selftraining"]["frames_per_crop"],
+    threads: 1
+    log:
+        f"{D}/logs/dump_teacher_features/{{teacher}}/{{source}}/{{shard}}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} encodecmae dump-features --checkpoint {input.model} --shard {params.shard} "
+        "--out {output} --n-crops {params.n_crops} --frames-per-crop {params.frames_per_crop} --seed 0 > {log} 2>&1"
+
+
+rule fit_kmeans:
+    input:
+        teacher_features,
+    output:
+        f"{D}/selftrain/{{teacher}}/kmeans.npz",
+    params:
+        k=config["selftraining"]["k"],
+        n_frames=config["selftraining"]["n_frames"],
+    threads: 2
+    log:
+        f"{D}/logs/fit_kmeans/{{teacher}}.log",
+    benchmark:
+        f"{D}/benchmarks/fit_kmeans/{{teacher}}.tsv"
+    shell:
+        "encodecmae fit-kmeans --features {input} --out {output} --k {params.k} --n-frames {params.n_frames} "
+        "--seed 0 > {log} 2>&1"
+
+
+rule assign_clusters:
+    input:
+        model=f"{R}/models/{{teacher}}/model.pt",
+        kmeans=f"{D}/selftrain/{{teacher}}/kmeans.npz",
+        manifest=f"{D}/shards/{{source}}/{{shard}}/manifest.csv",
+        audio=f"{D}/shards/{{source}}/{{shard}}/audio.npy",
+    output:
+        f"{D}/selftrain/{{teacher}}/clusters/{{source}}/{{shard}}.npy",
+    params:
+        shard=f"{D}/shards/{{source}}/{{shard}}",
+    threads: 1
+    log:
+        f"{D}/logs/assign_clusters/{{teacher}}/{{source}}/{{shard}}.log",
+    benchmark:
+        f"{D}/benchmarks/assign_clusters/{{teacher}}/{{source}}/{{shard}}.tsv"
+    shell:
+        "OMP_NUM_THREADS={threads} encodecmae assign-clusters --checkpoint {input.model} --kmeans {input.kmeans} "
+        "--shard {params.shard} --out {output} > {log} 2>&1"

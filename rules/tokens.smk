@@ -1,0 +1,73 @@
+# EnCodec targets: the codec (downloaded and checksum-verified, or fitted offline), tokens per
+# shard, and the per-codebook loss weights gamma_q.
+
+
+rule download_encodec:
+    output:
+        f"{D}/encodec/{ENC['url'].rsplit('/', 1)[-1]}",
+    params:
+        url=ENC["url"],
+        sha256_prefix=ENC["sha256_prefix"],
+    log:
+        f"{D}/logs/download_encodec.log",
+    shell:
+        "encodecmae download --url {params.url} --sha256-prefix {params.sha256_prefix} --out {output} > {log} 2>&1"
+
+
+rule fit_codebooks:
+    input:
+        shard_manifests(SOURCES),
+    output:
+        f"{D}/encodec/encodec_fitted.pt",
+    params:
+        shards=shard_dirs(SOURCES),
+        n_q=ENC["n_q"],
+        k=ENC["codebook_size"],
+        max_frames=ENC["fit_max_frames"],
+    threads: 2
+    log:
+        f"{D}/logs/fit_codebooks.log",
+    benchmark:
+        f"{D}/benchmarks/fit_codebooks.tsv"
+    shell:
+        "encodecmae fit-codebooks --shards {params.shards} --out {output} --n-q {params.n_q} "
+        "--codebook-size {params.k} --max-frames {params.max_frames} --seed 0 > {log} 2>&1"
+
+
+rule tokenize_shard:
+    input:
+        manifest=f"{D}/shards/{{source}}/{{shard}}/manifest.csv",
+        audio=f"{D}/shards/{{source}}/{{shard}}/audio.npy",
+        encodec=ENCODEC_CKPT,
+    output:
+        f"{D}/tokens/{{source}}/{{shard}}.npy",
+    params:
+        shard=f"{D}/shards/{{source}}/{{shard}}",
+        n_q=ENC["n_q"],
+    threads: 1
+    resources:
+        gpu=0,
+    log:
+        f"{D}/logs/tokenize_shard/{{source}}/{{shard}}.log",
+    benchmark:
+        f"{D}/benchmarks/tokenize_shard/{{source}}/{{shard}}.tsv"
+    shell:
+        "OMP_NUM_THREADS={threads} encodecmae tokenize --shard {params.shard} --checkpoint {input.encodec} "
+        "--out {output} --n-q {params.n_q} --batch-size 4 > {log} 2>&1"
+
+
+rule estimate_gamma:
+    input:
+        manifests=shard_manifests(SOURCES),
+        encodec=ENCODEC_CKPT,
+    output:
+        f"{R}/gamma.json",
+    params:
+        shards=shard_dirs(SOURCES),
+        n_clips=ENC["gamma_clips"],
+        n_q=ENC["n_q"],
+    log:
+        f"{R}/logs/estimate_gamma.log",
+    shell:
+        "encodecmae estimate-gamma --shards {params.shards} --checkpoint {input.encodec} --out {output} "
+        "--n-clips {params.n_clips} --seed 0 > {log} 2>&1"

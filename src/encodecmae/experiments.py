@@ -1,0 +1,117 @@
+"""Experiments of a workflow configuration, resolved into what each rule needs.
+
+The workflow's config declares models as a list of experiments (one row per model); this
+module turns a row into the inputs and command-line parameters of its training rule, checks
+references between rows (``init``, ``targets.clusters_of``), and keeps the logic out of the
+Snakefile so it can be unit-tested.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from .model import SIZES
+
+# training keys an experiment may override (the rest of TrainConfig is wired by the workflow)
+TRAIN_KEYS = ("batch_size", "grad_accum", "lr", "weight_decay", "betas", "delta", "mask_prop", "mask_gap",
+              "mask_token", "seed", "checkpoint_every", "log_every", "val_clips", "val_every", "num_workers")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key."""
+
+
+@dataclass
+class Experiment:
+    name: str
+    label: str
+    input: str
+    size: str
+    arch: dict
+    sources: list[str]
+    steps: int
+    teacher: str | None  # None: EnCodec targets; else the model whose clusters are the targets
+    init: str | None
+    train: dict = field(default_factory=dict)
+    paper_line: int | None = None
+
+    @property
+    def targets_kind(self) -> str:
+        return "encodec" if self.teacher is None else "clusters"
+
+    def train_params(self) -> dict:
+        """Everything the training command gets besides file paths: the rule's ``params``."""
+        p = {"input": self.input, "size": self.size, "steps": self.steps, **self.arch, **self.train}
+        if self.teacher is not None:
+            p.update(n_streams=1, gamma=[1.0])
+        if self.init is not None:
+            p["reset_head"] = self.teacher is not None
+        return p
+
+    def run_key(self) -> str:
+        """Short hash of the settings that define a training trajectory (not its length).
+
+        Names the step-checkpoint directory: rerunning after a kill resumes the same run; a
+        changed setting starts a new one instead of continuing the wrong checkpoint; more
+        steps continue the run.
+        """
+        p = {k: v for k, v in self.train_params().items() if k not in ("steps", "checkpoint_every", "log_every",
+                                                                         "val_every")}
+        p.update(sources=self.sources, teacher=self.teacher, init=self.init)
+        return hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def resolve(config: dict) -> dict[str, Experiment]:
+    """Experiments by name, in config order; raises ConfigError naming the bad key."""
+    sources = list(config["corpus"]["sources"])
+    archs = config.get("architectures", {})
+    defaults = {k: v for k, v in config.get("training", {}).items() if k in TRAIN_KEYS}
+    out: dict[str, Experiment] = {}
+    for i, row in enumerate(config["experiments"]):
+        where = f"experiments[{i}] ({row.get('name', '?')})"
+        name = row["name"]
+        if name in out:
+            raise ConfigError(f"{where}.name: duplicate experiment name {name!r}")
+        init = row.get("init")
+        if init is not None and init not in out:
+            raise ConfigError(f"{where}.init: {init!r} is not an experiment listed before it")
+        targets = row.get("targets", "encodec")
+        teacher = targets.get("clusters_of") if isinstance(targets, dict) else None
+        if teacher is not None and teacher not in out:
+            raise ConfigError(f"{where}.targets.clusters_of: {teacher!r} is not an experiment listed before it")
+        base = out[init] if init else None
+        arch_name = row.get("architecture")
+        if arch_name is not None and arch_name not in archs:
+            raise ConfigError(f"{where}.architecture: {arch_name!r} is not defined under 'architectures'")
+        size = row.get("size", base.size if base else "base")
+        if size not in SIZES:
+            raise ConfigError(f"{where}.size: {size!r} is not one of {sorted(SIZES)}")
+        if base and (row.get("architecture") or row.get("size") or row.get("input")):
+            raise ConfigError(f"{where}: a model that starts from 'init' keeps its architecture and input; "
+                              f"remove size/architecture/input")
+        srcs = row.get("sources", base.sources if base else sources)
+        bad = [s for s in srcs if s not in sources]
+        if bad:
+            raise ConfigError(f"{where}.sources: {bad} not defined under corpus.sources")
+        out[name] = Experiment(
+            name=name, label=row.get("label", name), input=row.get("input", base.input if base else "mel256"),
+            size=size, arch=dict(archs[arch_name]) if arch_name else (dict(base.arch) if base else {}),
+            sources=list(srcs), steps=int(row["steps"]), teacher=teacher, init=init,
+            train={**defaults, **row.get("train", {})}, paper_line=row.get("paper_line"))
+    return out
+
+
+def train_args(params: dict) -> str:
+    """Render the training ``params`` as command-line flags (kebab-case)."""
+    parts = []
+    for k, v in params.items():
+        flag = "--" + k.replace("_", "-")
+        if isinstance(v, bool):
+            parts.append(flag if v else "")
+        elif isinstance(v, (list, tuple)):
+            parts.append(f"{flag} {' '.join(str(x) for x in v)}")
+        else:
+            parts.append(f"{flag} {v}")
+    return " ".join(p for p in parts if p)

@@ -1,0 +1,156 @@
+"""Results: the Table 1 reproduction (CSV + Markdown) and training-curve plots.
+
+``make-table`` reads one score JSON per (model, task) (``score-task`` output), the task
+metadata (which paper task each task stands for) and the model checkpoints (parameter
+counts), and writes one row per model with the six scores in percent, their "±", the Global
+score and the encoder's parameter count, with the paper's Table 1 line beside it when the
+experiment names one.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .scores import HEAR_TO_SHORT, PAPER_TASKS, global_score, paper_table1
+
+SHORT = list(PAPER_TASKS)  # NS GC SC ER FSD ESC, the paper's column order
+
+
+def task_short_name(task_dir: str | Path) -> str:
+    """Which paper column a task fills: metadata ``paper_task``, else its HEAR name."""
+    meta_path = Path(task_dir) / "task_metadata.json"
+    meta = json.loads(meta_path.read_text())
+    short = meta.get("paper_task") or HEAR_TO_SHORT.get(meta.get("task_name", ""))
+    if short not in PAPER_TASKS:
+        raise ValueError(f"{meta_path}: cannot tell which paper task this is (set 'paper_task' to one of {SHORT})")
+    return short
+
+
+def encoder_params_m(checkpoint: str | Path) -> float:
+    from .checkpoint import load_model
+    from .model import paper_param_count
+
+    return paper_param_count(load_model(checkpoint)) / 1e6
+
+
+def build_table(spec: list[dict], scores: dict[tuple[str, str], dict], task_short: dict[str, str],
+                params_m: dict[str, float]) -> pd.DataFrame:
+    """One row per model (and the paper's row beside it); scores in percent."""
+    paper = paper_table1().set_index("line")
+    rows = []
+    for m in spec:
+        name = m["name"]
+        row = {"model": name, "label": m["label"], "source": "ours"}
+        fractions = {}
+        for task, short in task_short.items():
+            s = scores[(name, task)]
+            row[short] = round(100 * s["score"], 1)
+            row[f"{short}_ci"] = round(100 * s["ci_pm"], 1)
+            fractions[short] = s["score"]
+        row["global"] = round(global_score(fractions), 1) if set(fractions) == set(SHORT) else None
+        row["params_m"] = round(params_m[name], 2)
+        rows.append(row)
+        line = m.get("paper_line")
+        if line is not None:
+            p = paper.loc[int(line)]
+            prow = {"model": name, "label": f"paper ({line}) {p['model']}", "source": "paper"}
+            for short in SHORT:
+                prow[short] = p[short]
+                prow[f"{short}_ci"] = p[f"{short}_ci"]
+            prow["global"], prow["params_m"] = p["global"], p["params_m"]
+            rows.append(prow)
+    cols = ["model", "label", "source"] + [c for s in SHORT for c in (s, f"{s}_ci")] + ["global", "params_m"]
+    return pd.DataFrame(rows).reindex(columns=cols)
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    def cell(r, s):
+        v, ci = r[s], r[f"{s}_ci"]
+        if pd.isna(v):
+            return ""
+        return f"{v:.1f}" + ("" if pd.isna(ci) else f"±{ci:.1f}")
+
+    head = "| Model | " + " | ".join(SHORT) + " | Global | Params (M) |"
+    lines = [head, "|" + "---|" * (len(SHORT) + 3)]
+    for _, r in table.iterrows():
+        label = r["label"] if r["source"] == "ours" else f"*{r['label']}*"
+        g = "" if pd.isna(r["global"]) else f"{r['global']:.1f}"
+        lines.append(f"| {label} | " + " | ".join(cell(r, s) for s in SHORT) + f" | {g} | {r['params_m']:g} |")
+    note = ("\nScores in percent (accuracy; mAP for FSD) with the half-width of the 95 % bootstrap interval "
+            "(100 iterations, distance to the furthest bound). Global: clipped z-scores against the HEAR 2021 "
+            "entries, x100. Params: encoder parameters (the paper's count). Rows in italics are the paper's "
+            "Table 1 lines the experiment reproduces.\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def make_table(spec: list[dict], score_files: list[str | Path], task_dirs: list[str | Path],
+               checkpoints: list[str | Path], out_csv: str | Path, out_md: str | Path) -> pd.DataFrame:
+    scores = {}
+    for f in score_files:
+        f = Path(f)  # results/scores/MODEL/TASK.json
+        scores[(f.parent.name, f.stem)] = json.loads(f.read_text())
+    task_short = {Path(d).name: task_short_name(d) for d in task_dirs}
+    dup = {s for s in task_short.values() if list(task_short.values()).count(s) > 1}
+    if dup:
+        raise ValueError(f"several tasks stand for the same paper column(s) {sorted(dup)}: {task_short}")
+    params = {Path(c).parent.name: encoder_params_m(c) for c in checkpoints}  # results/models/MODEL/model.pt
+    missing = [(m["name"], t) for m in spec for t in task_short if (m["name"], t) not in scores]
+    if missing:
+        raise ValueError(f"no score file for {missing}")
+    table = build_table(spec, scores, task_short, params)
+    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_csv, index=False)
+    Path(out_md).write_text(to_markdown(table))
+    return table
+
+
+def plot_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -> None:
+    """Training curves: loss, masked/unmasked CE and masked accuracy against steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    df = pd.read_csv(metrics_csv)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    if len(df):
+        axes[0].plot(df["step"], df["loss"], label="train loss")
+        axes[0].plot(df["step"], df["masked_ce"], label="masked CE")
+        axes[0].plot(df["step"], df["unmasked_ce"], label="unmasked CE")
+        if "val_loss" in df and df["val_loss"].notna().any():
+            v = df[df["val_loss"].notna()]
+            axes[0].plot(v["step"], v["val_loss"], "o-", label="validation loss")
+        axes[1].plot(df["step"], df["masked_acc"], label="masked top-1 accuracy")
+    else:
+        axes[0].text(0.5, 0.5, "no training steps", ha="center", va="center", transform=axes[0].transAxes)
+    for ax in axes:
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8) if ax.lines else None
+    axes[0].set_ylabel("cross-entropy (nats)")
+    fig.suptitle(title or Path(metrics_csv).parent.name)
+    fig.tight_layout()
+    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=100)
+    plt.close(fig)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("make-table", help="Table 1 of the paper from score files (CSV + Markdown)")
+    p.add_argument("--spec", required=True, help="JSON list of {name, label, paper_line} in row order")
+    p.add_argument("--scores", nargs="+", required=True, help="score JSONs, .../MODEL/TASK.json")
+    p.add_argument("--task-dirs", nargs="+", required=True)
+    p.add_argument("--checkpoints", nargs="+", required=True, help=".../MODEL/model.pt")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=lambda a: print(make_table(json.loads(a.spec), a.scores, a.task_dirs, a.checkpoints,
+                                                   a.out_csv, a.out_md).to_string()))
+
+    p = sub.add_parser("plot-curves", help="plot a training metrics CSV")
+    p.add_argument("--metrics", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--title", default="")
+    p.set_defaults(func=lambda a: plot_curves(a.metrics, a.out, a.title))
