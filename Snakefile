@@ -11,7 +11,7 @@ min_version("9.0")
 # would add the demo's sources, tasks and experiments to the paper's).
 if not workflow.config_settings.configfiles:
 
-    configfile: "config/config.yaml"
+    configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")

@@ -2,6 +2,7 @@
 # (encodecmae.experiments); these functions only map wildcards to paths and parameters.
 import json
 import shlex
+from pathlib import Path
 
 from encodecmae.experiments import resolve, train_args
 
@@ -25,6 +26,28 @@ wildcard_constraints:
     source="|".join(SOURCES),
     task="|".join(TASKS),
     shard=r"\d{3}",
+
+
+def input_parent(key):
+    """A params function: the directory of input ``key`` (a shard directory from its manifest)."""
+
+    def parent(wildcards, input):
+        return str(Path(input[key]).parent)
+
+    return parent
+
+
+def input_parents(key):
+    """A params function: the directories of the files of input ``key`` (shard directories)."""
+
+    def parents(wildcards, input):
+        return [str(Path(f).parent) for f in input[key]]
+
+    return parents
+
+
+def output_parent(wildcards, output):
+    return str(Path(output[0]).parent)
 
 
 def shard_ids(source):
@@ -69,10 +92,6 @@ def target_files(exp):
     if exp.teacher is None:
         return [f"{D}/tokens/{s}/{i}.npy" for s in exp.sources for i in shard_ids(s)]
     return [f"{D}/selftrain/{exp.teacher}/clusters/{s}/{i}.npy" for s in exp.sources for i in shard_ids(s)]
-
-
-def train_shards(wildcards):
-    return shard_dirs(EXPERIMENTS[wildcards.model].sources)
 
 
 def train_inputs(wildcards):

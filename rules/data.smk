@@ -8,6 +8,8 @@ rule make_demo_corpus:
     params:
         seed=config["corpus"].get("demo_seed", 0),
         minutes=config["corpus"].get("demo_minutes", 24),
+    conda:
+        "../envs/data.yaml"
     log:
         f"{D}/logs/make_demo_corpus.log",
     benchmark:
@@ -21,6 +23,8 @@ rule download_source:
         directory(f"{D}/downloads/{{source}}"),
     params:
         archives=archive_flags,
+    conda:
+        "../envs/data.yaml"
     log:
         f"{D}/logs/download_source/{{source}}.log",
     shell:
@@ -34,6 +38,8 @@ rule list_source:
         f"{D}/lists/{{source}}.txt",
     params:
         source_dir=source_dir,
+    conda:
+        "../envs/data.yaml"
     log:
         f"{D}/logs/list_source/{{source}}.log",
     shell:
@@ -48,7 +54,9 @@ rule resample_shard:
         manifest=f"{D}/shards/{{source}}/{{shard}}/manifest.csv",
     params:
         n_shards=n_shards,
-        out_dir=f"{D}/shards/{{source}}/{{shard}}",
+        out_dir=output_parent,
+    conda:
+        "../envs/data.yaml"
     log:
         f"{D}/logs/resample_shard/{{source}}/{{shard}}.log",
     benchmark:

@@ -7,10 +7,13 @@ rule make_demo_task:
         directory(f"{D}/tasks/demo/{{task}}"),
     params:
         seed=config["demo_task_seed"],
+        out_dir=output_parent,
+    conda:
+        "../envs/data.yaml"
     log:
         f"{D}/logs/make_demo_task/{{task}}.log",
     shell:
-        "encodecmae make-demo-task --name {wildcards.task} --out {D}/tasks/demo --seed {params.seed} > {log} 2>&1"
+        "encodecmae make-demo-task --name {wildcards.task} --out {params.out_dir} --seed {params.seed} > {log} 2>&1"
 
 
 rule embed_task:
@@ -22,6 +25,8 @@ rule embed_task:
     params:
         layer=config["hear"]["layer"],
     threads: 1
+    conda:
+        "../envs/torch.yaml"
     log:
         f"{R}/logs/embed_task/{{model}}/{{task}}.log",
     benchmark:
@@ -43,6 +48,8 @@ rule score_task:
         bootstrap=config["hear"]["bootstrap"],
         seed=config["hear"]["seed"],
     threads: 1
+    conda:
+        "../envs/torch.yaml"
     log:
         f"{R}/logs/score_task/{{model}}/{{task}}.log",
     benchmark:

@@ -12,10 +12,12 @@ rule train_mae:
         model=f"{R}/models/{{model}}/model.pt",
         metrics=f"{R}/models/{{model}}/metrics.csv",
     params:
-        shards=train_shards,
+        shards=input_parents("manifests"),
         flags=train_params,
         ckpt_dir=checkpoint_dir,
     threads: 2
+    conda:
+        "../envs/torch.yaml"
     log:
         f"{R}/logs/train_mae/{{model}}.log",
     benchmark:

@@ -12,6 +12,8 @@ rule make_table:
         md=f"{R}/table1.md",
     params:
         spec=table_spec(),
+    conda:
+        "../envs/report.yaml"
     log:
         f"{R}/logs/make_table.log",
     shell:
@@ -24,6 +26,8 @@ rule plot_curves:
         f"{R}/models/{{model}}/metrics.csv",
     output:
         report(f"{R}/plots/{{model}}.png", caption="../workflow/report/curves.rst", category="Training curves"),
+    conda:
+        "../envs/report.yaml"
     log:
         f"{R}/logs/plot_curves/{{model}}.log",
     shell:

@@ -11,10 +11,12 @@ rule dump_teacher_features:
     output:
         temp(f"{D}/selftrain/{{teacher}}/features/{{source}}/{{shard}}.npy"),
     params:
-        shard=f"{D}/shards/{{source}}/{{shard}}",
+        shard=input_parent("manifest"),
         n_crops=crops_per_shard,
         frames_per_crop=config["selftraining"]["frames_per_crop"],
     threads: 1
+    conda:
+        "../envs/torch.yaml"
     log:
         f"{D}/logs/dump_teacher_features/{{teacher}}/{{source}}/{{shard}}.log",
     shell:
@@ -31,6 +33,8 @@ rule fit_kmeans:
         k=config["selftraining"]["k"],
         n_frames=config["selftraining"]["n_frames"],
     threads: 2
+    conda:
+        "../envs/torch.yaml"
     log:
         f"{D}/logs/fit_kmeans/{{teacher}}.log",
     benchmark:
@@ -49,8 +53,10 @@ rule assign_clusters:
     output:
         f"{D}/selftrain/{{teacher}}/clusters/{{source}}/{{shard}}.npy",
     params:
-        shard=f"{D}/shards/{{source}}/{{shard}}",
+        shard=input_parent("manifest"),
     threads: 1
+    conda:
+        "../envs/torch.yaml"
     log:
         f"{D}/logs/assign_clusters/{{teacher}}/{{source}}/{{shard}}.log",
     benchmark:

@@ -8,6 +8,8 @@ rule download_encodec:
     params:
         url=ENC["url"],
         sha256_prefix=ENC["sha256_prefix"],
+    conda:
+        "../envs/data.yaml"
     log:
         f"{D}/logs/download_encodec.log",
     shell:
@@ -16,15 +18,17 @@ rule download_encodec:
 
 rule fit_codebooks:
     input:
-        shard_manifests(SOURCES),
+        manifests=shard_manifests(SOURCES),
     output:
         f"{D}/encodec/encodec_fitted.pt",
     params:
-        shards=shard_dirs(SOURCES),
+        shards=input_parents("manifests"),
         n_q=ENC["n_q"],
         k=ENC["codebook_size"],
         max_frames=ENC["fit_max_frames"],
     threads: 2
+    conda:
+        "../envs/torch.yaml"
     log:
         f"{D}/logs/fit_codebooks.log",
     benchmark:
@@ -42,11 +46,13 @@ rule tokenize_shard:
     output:
         f"{D}/tokens/{{source}}/{{shard}}.npy",
     params:
-        shard=f"{D}/shards/{{source}}/{{shard}}",
+        shard=input_parent("manifest"),
         n_q=ENC["n_q"],
     threads: 1
     resources:
         gpu=0,
+    conda:
+        "../envs/torch.yaml"
     log:
         f"{D}/logs/tokenize_shard/{{source}}/{{shard}}.log",
     benchmark:
@@ -63,9 +69,11 @@ rule estimate_gamma:
     output:
         f"{R}/gamma.json",
     params:
-        shards=shard_dirs(SOURCES),
+        shards=input_parents("manifests"),
         n_clips=ENC["gamma_clips"],
         n_q=ENC["n_q"],
+    conda:
+        "../envs/torch.yaml"
     log:
         f"{R}/logs/estimate_gamma.log",
     shell:
