@@ -8,6 +8,7 @@ import torch
 from sklearn.cluster import KMeans
 
 from encodecmae import checkpoint as ckpt_io
+from encodecmae.extract import Embedder
 from encodecmae.selftrain import assign_clusters, dump_features, fit_kmeans, load_centroids, nearest_centroid
 from encodecmae.shards import Shard, load_targets
 from encodecmae.train import TrainConfig, train
@@ -77,3 +78,9 @@ def test_teacher_clusters_student(tone_corpus, tmp_path):
     # the student continued from the teacher's encoder (3 small steps away, not a fresh init)
     w_s, w_t = s_ck["model"]["encoder.blocks.0.ff.0.weight"], t_ck["model"]["encoder.blocks.0.ff.0.weight"]
     assert (w_s - w_t).abs().max() < 0.05 and not torch.equal(w_s, w_t)
+    # and the student is usable for extraction: frames of a 6-s clip and its scene embedding
+    emb = Embedder(student.out)
+    clip = Shard.open(shards[0]).clip(0)
+    frames = emb.frames([clip])[0]
+    assert frames.shape == (len(clip) // 320, 64) and np.isfinite(frames).all()
+    assert np.allclose(emb.scenes([clip])[0], frames.mean(0), atol=1e-6)

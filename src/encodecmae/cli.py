@@ -12,30 +12,43 @@ import argparse
 import importlib
 import sys
 
-# Modules that register subcommands, in the order they appear in --help.
-COMMAND_MODULES = [
-    "encodecmae.shards",
-    "encodecmae.targets",
-    "encodecmae.download",
-    "encodecmae.train",
-    "encodecmae.selftrain",
-    "encodecmae.extract",
-    "encodecmae.downstream",
-    "encodecmae.demo",
-    "encodecmae.report",
-]
+# Subcommand -> the module that registers it. Only that module is imported to run a command
+# (importing all of them costs seconds of torch/sklearn start-up in every workflow job);
+# ``encodecmae --help`` imports them all. tests/test_cli.py checks the table is complete.
+COMMANDS = {
+    "list-audio": "encodecmae.shards",
+    "resample": "encodecmae.shards",
+    "fit-codebooks": "encodecmae.targets",
+    "tokenize": "encodecmae.targets",
+    "estimate-gamma": "encodecmae.targets",
+    "download": "encodecmae.download",
+    "download-archives": "encodecmae.download",
+    "train": "encodecmae.train",
+    "dump-features": "encodecmae.selftrain",
+    "fit-kmeans": "encodecmae.selftrain",
+    "assign-clusters": "encodecmae.selftrain",
+    "embed": "encodecmae.extract",
+    "embed-task": "encodecmae.extract",
+    "score-task": "encodecmae.downstream",
+    "make-demo-corpus": "encodecmae.demo",
+    "make-demo-task": "encodecmae.demo",
+    "make-table": "encodecmae.report",
+    "plot-curves": "encodecmae.report",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(modules: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="encodecmae", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    for name in modules or dict.fromkeys(COMMANDS.values()):
         importlib.import_module(name).register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    modules = [COMMANDS[argv[0]]] if argv and argv[0] in COMMANDS else None
+    args = build_parser(modules).parse_args(argv)
     args.func(args)
     return 0
 
