@@ -4,7 +4,7 @@ import json
 import shlex
 from pathlib import Path
 
-from encodecmae.experiments import resolve, train_args
+from encodecmae.experiments import inference_mem_mb, resolve, train_args, train_resources
 
 D = config["data_dir"]
 R = config["results_dir"]
@@ -168,3 +168,24 @@ def table_spec():
             ]
         )
     )
+
+
+# --- cluster resources (sized in encodecmae.experiments.train_resources) --------------------------
+
+
+def train_resource(key):
+    """A threads/resources function: ``key`` of the model's training-job sizing."""
+
+    def get(wildcards):
+        return train_resources(EXPERIMENTS[wildcards.model])[key]
+
+    return get
+
+
+def model_mem_mb(wildcard):
+    """A resources function: host memory of a job running the encoder of wildcard ``wildcard``."""
+
+    def get(wildcards):
+        return inference_mem_mb(EXPERIMENTS[wildcards[wildcard]])
+
+    return get

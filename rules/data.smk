@@ -23,6 +23,8 @@ rule download_source:
         directory(f"{D}/downloads/{{source}}"),
     params:
         archives=archive_flags,
+    resources:
+        runtime=1440,
     conda:
         "../envs/data.yaml"
     log:
@@ -55,6 +57,9 @@ rule resample_shard:
     params:
         n_shards=n_shards,
         out_dir=output_parent,
+    resources:
+        mem_mb=4000,
+        runtime=60,
     conda:
         "../envs/data.yaml"
     log:

@@ -25,6 +25,9 @@ rule embed_task:
     params:
         layer=config["hear"]["layer"],
     threads: 1
+    resources:
+        mem_mb=model_mem_mb("model"),
+        runtime=120,
     conda:
         "../envs/torch.yaml"
     log:
@@ -48,6 +51,9 @@ rule score_task:
         bootstrap=config["hear"]["bootstrap"],
         seed=config["hear"]["seed"],
     threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
     conda:
         "../envs/torch.yaml"
     log:

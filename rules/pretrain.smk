@@ -15,7 +15,12 @@ rule train_mae:
         shards=input_parents("manifests"),
         flags=train_params,
         ckpt_dir=checkpoint_dir,
-    threads: 2
+    threads: train_resource("threads")
+    resources:
+        gpu=train_resource("gpu"),
+        cpus_per_gpu=train_resource("cpus_per_gpu"),
+        mem_mb=train_resource("mem_mb"),
+        runtime=train_resource("runtime"),
     conda:
         "../envs/torch.yaml"
     log:
@@ -23,6 +28,11 @@ rule train_mae:
     benchmark:
         f"{R}/benchmarks/train_mae/{{model}}.tsv"
     shell:
-        "encodecmae train --shards {params.shards} --targets {input.targets} --out {output.model} "
-        "--ckpt-dir {params.ckpt_dir} --metrics {params.ckpt_dir}/metrics.csv --threads {threads} "
+        # Several GPUs: one torchrun rank per GPU (DDP), the job's cores split between them.
+        "if [ {resources.gpu} -gt 1 ]; then "
+        "set -- python -m torch.distributed.run --standalone --nproc_per_node {resources.gpu} -m encodecmae; "
+        "else set -- encodecmae; fi; "
+        '"$@" train --shards {params.shards} --targets {input.targets} --out {output.model} '
+        "--ckpt-dir {params.ckpt_dir} --metrics {params.ckpt_dir}/metrics.csv "
+        "--threads $(( {threads} / ({resources.gpu} > 1 ? {resources.gpu} : 1) )) "
         "{params.flags} --resume > {log} 2>&1 && cp {params.ckpt_dir}/metrics.csv {output.metrics}"

@@ -15,6 +15,9 @@ rule dump_teacher_features:
         n_crops=crops_per_shard,
         frames_per_crop=config["selftraining"]["frames_per_crop"],
     threads: 1
+    resources:
+        mem_mb=model_mem_mb("teacher"),
+        runtime=60,
     conda:
         "../envs/torch.yaml"
     log:
@@ -33,6 +36,9 @@ rule fit_kmeans:
         k=config["selftraining"]["k"],
         n_frames=config["selftraining"]["n_frames"],
     threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
     conda:
         "../envs/torch.yaml"
     log:
@@ -55,6 +61,9 @@ rule assign_clusters:
     params:
         shard=input_parent("manifest"),
     threads: 1
+    resources:
+        mem_mb=model_mem_mb("teacher"),
+        runtime=120,
     conda:
         "../envs/torch.yaml"
     log:

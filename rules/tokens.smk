@@ -8,6 +8,8 @@ rule download_encodec:
     params:
         url=ENC["url"],
         sha256_prefix=ENC["sha256_prefix"],
+    resources:
+        runtime=30,
     conda:
         "../envs/data.yaml"
     log:
@@ -27,6 +29,9 @@ rule fit_codebooks:
         k=ENC["codebook_size"],
         max_frames=ENC["fit_max_frames"],
     threads: 2
+    resources:
+        mem_mb=4000,
+        runtime=120,
     conda:
         "../envs/torch.yaml"
     log:
@@ -50,6 +55,8 @@ rule tokenize_shard:
         n_q=ENC["n_q"],
     threads: 1
     resources:
+        mem_mb=4000,
+        runtime=120,
         gpu=0,
     conda:
         "../envs/torch.yaml"
@@ -72,6 +79,9 @@ rule estimate_gamma:
         shards=input_parents("manifests"),
         n_clips=ENC["gamma_clips"],
         n_q=ENC["n_q"],
+    resources:
+        mem_mb=4000,
+        runtime=60,
     conda:
         "../envs/torch.yaml"
     log:

@@ -34,6 +34,7 @@ COMMANDS = {
     "make-demo-task": "encodecmae.demo",
     "make-table": "encodecmae.report",
     "plot-curves": "encodecmae.report",
+    "table-metrics": "encodecmae.sharing",
 }
 
 

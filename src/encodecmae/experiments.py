@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 from .model import SIZES
@@ -70,17 +71,17 @@ def resolve(config: dict) -> dict[str, Experiment]:
     defaults = {k: v for k, v in config.get("training", {}).items() if k in TRAIN_KEYS}
     out: dict[str, Experiment] = {}
     for i, row in enumerate(config["experiments"]):
-        where = f"experiments[{i}] ({row.get('name', '?')})"
         name = row["name"]
+        where = f"experiments[{i}]"
         if name in out:
             raise ConfigError(f"{where}.name: duplicate experiment name {name!r}")
         init = row.get("init")
         if init is not None and init not in out:
-            raise ConfigError(f"{where}.init: {init!r} is not an experiment listed before it")
+            raise ConfigError(f"{where}.init: {init!r} is not an experiment listed before {name!r}")
         targets = row.get("targets", "encodec")
         teacher = targets.get("clusters_of") if isinstance(targets, dict) else None
         if teacher is not None and teacher not in out:
-            raise ConfigError(f"{where}.targets.clusters_of: {teacher!r} is not an experiment listed before it")
+            raise ConfigError(f"{where}.targets.clusters_of: {teacher!r} is not an experiment listed before {name!r}")
         base = out[init] if init else None
         arch_name = row.get("architecture")
         if arch_name is not None and arch_name not in archs:
@@ -115,3 +116,48 @@ def train_args(params: dict) -> str:
         else:
             parts.append(f"{flag} {v}")
     return " ".join(p for p in parts if p)
+
+
+# --- cluster resources of a training job (read by the workflow's train_mae rule) -----------------
+
+# Per model size: data-parallel GPUs (torchrun ranks; the global batch is split over them), host
+# memory per GPU, and the throughput of the whole job in steps/s, which sizes the time limit.
+# CPU cores per GPU come from the experiment's data-loader workers (num_workers + 1 for the rank).
+TRAIN_SIZING = {
+    "debug": {"gpu": 1, "mem_mb_per_gpu": 8000, "steps_per_s": 10.0},
+    "small": {"gpu": 1, "mem_mb_per_gpu": 24000, "steps_per_s": 4.0},
+    "base": {"gpu": 2, "mem_mb_per_gpu": 24000, "steps_per_s": 3.0},
+    "large": {"gpu": 4, "mem_mb_per_gpu": 32000, "steps_per_s": 2.0},
+}
+# Models under this many transformer weights (the CI and demo architectures) train on CPU.
+CPU_MAX_PARAMS = 1_000_000
+CPU_SIZING = {"threads": 2, "mem_mb": 2000, "steps_per_s": 0.5}
+# Longest time limit asked for (48 h, a common partition maximum): a longer run is cut there and
+# resumes from its last step checkpoint when the job is resubmitted.
+MAX_RUNTIME_MIN = 2880
+
+
+def train_resources(exp: Experiment) -> dict:
+    """threads, gpu, cpus_per_gpu, mem_mb and runtime (minutes) of ``exp``'s training job."""
+    n_layers, d_model, _ = SIZES[exp.size]
+    n_layers, d_model = exp.arch.get("n_layers", n_layers), exp.arch.get("d_model", d_model)
+    n_params = 12 * n_layers * d_model ** 2  # attention + feed-forward weights, roughly
+    if exp.steps == 0:  # an untrained baseline: the job only writes the initial weights
+        return {"threads": 1, "gpu": 0, "cpus_per_gpu": 0, "mem_mb": 2000, "runtime": 10}
+    if n_params < CPU_MAX_PARAMS:
+        s = CPU_SIZING
+        runtime = 10 + math.ceil(1.25 * exp.steps / s["steps_per_s"] / 60)
+        return {"threads": s["threads"], "gpu": 0, "cpus_per_gpu": 0, "mem_mb": s["mem_mb"],
+                "runtime": min(runtime, MAX_RUNTIME_MIN)}
+    s = TRAIN_SIZING[exp.size]
+    cpus_per_gpu = int(exp.train.get("num_workers", 0)) + 1
+    runtime = 15 + math.ceil(1.25 * exp.steps / s["steps_per_s"] / 60)
+    return {"threads": s["gpu"] * cpus_per_gpu, "gpu": s["gpu"], "cpus_per_gpu": cpus_per_gpu,
+            "mem_mb": s["gpu"] * s["mem_mb_per_gpu"], "runtime": min(runtime, MAX_RUNTIME_MIN)}
+
+
+def inference_mem_mb(exp: Experiment) -> int:
+    """Host memory of a job that runs ``exp``'s encoder (embedding, teacher features, clusters)."""
+    if exp.arch:  # a custom (demo/CI) architecture
+        return 2000
+    return {"debug": 2000, "small": 4000, "base": 4000, "large": 8000}[exp.size]

@@ -26,6 +26,13 @@ from .downstream import task_split_names
 from .model import EncodecMAE
 
 
+def resolve_device(name: str) -> torch.device:
+    """``auto`` means CUDA when there is a GPU, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
 def frame_times_ms(n: int) -> np.ndarray:
     """Centre time in milliseconds of each of ``n`` frames."""
     return ((np.arange(n) * HOP + HOP / 2) / SAMPLE_RATE * 1000.0).astype(np.float32)
@@ -74,8 +81,7 @@ class Embedder:
     """A checkpoint ready to embed audio files or arrays at any sample rate."""
 
     def __init__(self, checkpoint: str | Path, device: str = "cpu", layer: int = -1, batch_size: int = 16):
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if device == "auto" else device))
+        self.device = resolve_device(device)
         self.model = load_model(checkpoint, self.device)
         self.layer, self.batch_size = layer, batch_size
 

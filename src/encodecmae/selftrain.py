@@ -24,16 +24,11 @@ from tqdm import tqdm
 
 from . import CROP_SAMPLES, HOP
 from .checkpoint import load_model
-from .extract import embed_clips
+from .extract import embed_clips, resolve_device
 from .shards import Shard, save_targets
+from .targets import nearest_code
 
 TEACHER_LAYER = -2  # last block, before the final ResiDual output norm
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def dump_features(checkpoint: str | Path, shard_dir: str | Path, out: str | Path, n_crops: int,
@@ -87,17 +82,6 @@ def load_centroids(path: str | Path) -> np.ndarray:
         return z["centroids"]
 
 
-def nearest_centroid(x: torch.Tensor, centroids: torch.Tensor, block: int = 65_536) -> torch.Tensor:
-    """[N, D] frames -> [N] index of the nearest centroid (squared Euclidean), in blocks."""
-    c2 = (centroids * centroids).sum(1)  # [k]
-    out = []
-    for b0 in range(0, len(x), block):
-        xb = x[b0 : b0 + block]
-        # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 is constant per row
-        out.append((c2[None, :] - 2.0 * xb @ centroids.T).argmin(dim=1))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long)
-
-
 def assign_clusters(checkpoint: str | Path, kmeans: str | Path, shard_dir: str | Path, out: str | Path,
                     batch_size: int = 16, device: str = "cpu", clips_per_block: int = 256) -> np.ndarray:
     """Cluster id of every frame of a shard -> int16 [1, n_frames] in the shard frame layout."""
@@ -112,7 +96,7 @@ def assign_clusters(checkpoint: str | Path, kmeans: str | Path, shard_dir: str |
         clips = [shard.segment(int(r.offset), int(r.n_samples)) for r in rows.itertuples()]
         feats = embed_clips(model, clips, TEACHER_LAYER, batch_size, dev)
         for r, f in zip(rows.itertuples(), feats):
-            lab = nearest_centroid(torch.from_numpy(f).to(dev), centroids).cpu().numpy()
+            lab = nearest_code(torch.from_numpy(f).to(dev), centroids).cpu().numpy()  # exact, float64
             f0 = int(r.offset) // HOP
             ids[0, f0 : f0 + len(lab)] = lab
     save_targets(out, ids)

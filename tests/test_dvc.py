@@ -1,0 +1,171 @@
+"""Sharing the pipeline's artifacts with DVC, round trip: run the CI configuration with
+``dvc repro`` (dvc.yaml) in a git copy of the project, ``dvc push`` to a remote, clone,
+``dvc pull``, restore (``snakemake --cores 1 --touch --forceall``) and Snakemake has nothing to
+do; a changed setting then plans exactly its dependants. Once with a local directory remote and
+once with an S3 remote (moto's server on 127.0.0.1, credentials from the environment only)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CI_CONFIG = REPO / "config" / "ci.yaml"
+BIN = Path(sys.executable).parent
+RESTORE = ["snakemake", "--cores", "1", "--touch", "--forceall"]  # the README's restore command
+
+pytest.importorskip("dvc", reason="the dvc extra is not installed (pip install -e '.[dvc]')")
+
+
+def env(**extra: str) -> dict[str, str]:
+    e = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+         "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
+         "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
+    e.update(extra)
+    return e
+
+
+def run(cwd: Path, *cmd: str, env_: dict | None = None, timeout: int = 3000) -> subprocess.CompletedProcess:
+    res = subprocess.run(list(cmd), cwd=cwd, env=env_ or env(), capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} (in {cwd}) failed:\n{res.stdout[-5000:]}\n{res.stderr[-5000:]}")
+    return res
+
+
+def planned(workdir: Path, config: Path | None = None) -> Counter:
+    """Jobs a dry run of the project's own Snakefile would execute in ``workdir``, by rule."""
+    args = ["--configfile", str(config)] if config else []
+    res = run(workdir, sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", *args)
+    out = res.stdout + res.stderr
+    if "Nothing to be done" in out:
+        return Counter()
+    stats = out[out.index("Job stats:"):]
+    jobs = Counter({m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)})
+    jobs.pop("total", None)
+    return jobs
+
+
+def edited_config(tmp_path: Path, edit) -> Path:
+    cfg = yaml.safe_load(CI_CONFIG.read_text())
+    edit(cfg)
+    path = tmp_path / f"edited_{len(list(tmp_path.glob('edited_*')))}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory):
+    """A git copy of the project whose config/config.yaml is the CI config, after `dvc repro`
+    with every DVC-tracked artifact and dvc.lock committed (one pipeline run for all remotes)."""
+    root = tmp_path_factory.mktemp("dvc") / "origin"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for rel in filter(None, files):
+        src = REPO / rel
+        if rel in ("dvc.lock",) or rel.startswith(("data/", "results/")) or not src.is_file():
+            continue
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, root / rel)
+    shutil.copy2(CI_CONFIG, root / "config" / "config.yaml")
+    run(root, "git", "init", "-q", "-b", "main")
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-q", "-m", "project")
+    t0 = time.time()
+    run(root, "dvc", "repro")
+    print(f"dvc repro (CI config): {time.time() - t0:.0f} s")
+    assert (root / "dvc.lock").exists() and (root / "results" / "metrics.json").exists()
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-q", "-m", "results")
+    status = run(root, "dvc", "status").stdout
+    assert "up to date" in status, status
+    return root
+
+
+@pytest.fixture
+def s3_server(tmp_path):
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    port = free_port()
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+             "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+             "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials")}
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing",
+                 region_name="us-east-1").create_bucket(Bucket="encodecmae-artifacts")
+    yield endpoint, creds
+    server.stop()
+
+
+def round_trip(origin: Path, tmp_path: Path, name: str, url: str, options: dict[str, str], env_: dict):
+    # configure the remote by name in the project (committed: the clone knows it), push
+    run(origin, "dvc", "remote", "add", "-f", name, url)
+    for key, value in options.items():
+        run(origin, "dvc", "remote", "modify", name, key, value)
+    config = (origin / ".dvc" / "config").read_text()
+    assert "access_key" not in config and "secret" not in config  # credentials stay in the environment
+    run(origin, "git", "commit", "-q", "-am", f"remote {name}")
+    timings = {}
+    t0 = time.time()
+    run(origin, "dvc", "push", "-r", name, env_=env_)
+    timings["push"] = time.time() - t0
+
+    clone = tmp_path / f"clone_{name}"
+    run(tmp_path, "git", "clone", "-q", str(origin), str(clone))
+    assert not (clone / "results" / "table1.csv").exists() and not (clone / ".snakemake").exists()
+    t0 = time.time()
+    run(clone, "dvc", "pull", "-r", name, env_=env_)
+    timings["pull"] = time.time() - t0
+    for rel in ["results/table1.csv", "results/scores/mel256_large_st/scenes.json", "results/models/mel256_base/model.pt",
+                "data/selftrain/mel256_base/kmeans.npz", "data/tokens/speech/000.npy"]:
+        assert (clone / rel).read_bytes() == (origin / rel).read_bytes(), rel
+
+    # after a pull, mtimes are arbitrary: make them as bad as can be (results older than data)
+    old = time.time() - 86400
+    for f in (clone / "results").rglob("*"):
+        os.utime(f, (old, old))
+    assert planned(clone)["train_mae"] == 5  # Snakemake would retrain everything
+
+    t0 = time.time()
+    run(clone, *RESTORE)
+    timings["restore"] = time.time() - t0
+    assert planned(clone) == Counter()
+    assert "up to date" in run(clone, "dvc", "status").stdout  # the restore changed no tracked content
+
+    # a changed setting plans only its dependants (the same plans as on the machine that ran it)
+    cfg = edited_config(tmp_path, lambda c: c["hear"].update(max_epochs=9))
+    assert planned(clone, cfg) == Counter({"score_task": 30, "make_table": 1, "all": 1})
+    cfg = edited_config(tmp_path, lambda c: c["experiments"][2].update(steps=7))  # mel256_base_st
+    assert planned(clone, cfg) == Counter({
+        "train_mae": 2, "dump_teacher_features": 3, "fit_kmeans": 1, "assign_clusters": 3,
+        "embed_task": 12, "score_task": 12, "plot_curves": 2, "make_table": 1, "all": 1,
+    })
+    print(f"{name}: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
+
+
+@pytest.mark.slow
+def test_round_trip_through_a_local_directory_remote(origin, tmp_path):
+    round_trip(origin, tmp_path, "shared", str(tmp_path / "remote"), {}, env())
+
+
+@pytest.mark.slow
+def test_round_trip_through_an_s3_remote(origin, tmp_path, s3_server):
+    endpoint, creds = s3_server
+    round_trip(origin, tmp_path, "s3", "s3://encodecmae-artifacts/encodecmae", {"endpointurl": endpoint}, env(**creds))
