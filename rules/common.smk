@@ -106,22 +106,30 @@ def train_inputs(wildcards):
     return inputs
 
 
-def train_params(wildcards, input):
-    """Flags of the training command that are not file paths (the rule reruns when they change)."""
+def train_settings(wildcards):
+    """Flags of the training command that are settings, not paths. A function of the wildcards
+    only: Snakemake records such params and reruns the rule when they change (params derived
+    from ``input`` are not recorded)."""
     exp = EXPERIMENTS[wildcards.model]
     p = exp.train_params()
     if exp.teacher is not None:
         p["n_classes"] = config["selftraining"]["k"]
     elif exp.init is None:
         p["n_classes"] = ENC["codebook_size"]
-    flags = train_args(p)
+    return train_args(p)
+
+
+def train_input_flags(wildcards, input):
+    """Flags naming the training inputs besides shards and targets."""
+    exp = EXPERIMENTS[wildcards.model]
+    flags = []
     if exp.teacher is None:
-        flags += f" --gamma-file {input.gamma}"
+        flags.append(f"--gamma-file {input.gamma}")
     if exp.init is not None:
-        flags += f" --init-from {input.init}"
+        flags.append(f"--init-from {input.init}")
     elif exp.input == "encodec":
-        flags += f" --encodec-checkpoint {input.encodec}"
-    return flags
+        flags.append(f"--encodec-checkpoint {input.encodec}")
+    return " ".join(flags)
 
 
 def checkpoint_dir(wildcards):

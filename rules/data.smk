@@ -8,6 +8,8 @@ rule make_demo_corpus:
     params:
         seed=config["corpus"].get("demo_seed", 0),
         minutes=config["corpus"].get("demo_minutes", 24),
+    resources:
+        runtime=30,
     conda:
         "../envs/data.yaml"
     log:
@@ -40,6 +42,8 @@ rule list_source:
         f"{D}/lists/{{source}}.txt",
     params:
         source_dir=source_dir,
+    resources:
+        runtime=30,
     conda:
         "../envs/data.yaml"
     log:

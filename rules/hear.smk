@@ -8,6 +8,8 @@ rule make_demo_task:
     params:
         seed=config["demo_task_seed"],
         out_dir=output_parent,
+    resources:
+        runtime=30,
     conda:
         "../envs/data.yaml"
     log:

@@ -13,7 +13,8 @@ rule train_mae:
         metrics=f"{R}/models/{{model}}/metrics.csv",
     params:
         shards=input_parents("manifests"),
-        flags=train_params,
+        settings=train_settings,
+        input_flags=train_input_flags,
         ckpt_dir=checkpoint_dir,
     threads: train_resource("threads")
     resources:
@@ -34,5 +35,5 @@ rule train_mae:
         "else set -- encodecmae; fi; "
         '"$@" train --shards {params.shards} --targets {input.targets} --out {output.model} '
         "--ckpt-dir {params.ckpt_dir} --metrics {params.ckpt_dir}/metrics.csv "
-        "--threads $(( {threads} / ({resources.gpu} > 1 ? {resources.gpu} : 1) )) "
-        "{params.flags} --resume > {log} 2>&1 && cp {params.ckpt_dir}/metrics.csv {output.metrics}"
+        "--threads $(( {resources.gpu} > 1 ? ({threads} + {resources.gpu} - 1) / {resources.gpu} : {threads} )) "
+        "{params.settings} {params.input_flags} --resume > {log} 2>&1 && cp {params.ckpt_dir}/metrics.csv {output.metrics}"

@@ -12,6 +12,8 @@ rule make_table:
         md=f"{R}/table1.md",
     params:
         spec=table_spec(),
+    resources:
+        runtime=30,
     conda:
         "../envs/report.yaml"
     log:
@@ -26,6 +28,8 @@ rule plot_curves:
         f"{R}/models/{{model}}/metrics.csv",
     output:
         report(f"{R}/plots/{{model}}.png", caption="../workflow/report/curves.rst", category="Training curves"),
+    resources:
+        runtime=30,
     conda:
         "../envs/report.yaml"
     log:
