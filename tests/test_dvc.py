@@ -17,6 +17,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+
+# The real-cluster and DVC round-trip runs take 10-40 min on a 2-core machine; they are opt-in
+# until their issue is closed (ENCODECMAE_INTEGRATION=1 .venv/bin/python -m pytest -q).
+INTEGRATION = pytest.mark.skipif(os.environ.get("ENCODECMAE_INTEGRATION") != "1",
+                                 reason="set ENCODECMAE_INTEGRATION=1 to run the SLURM / DVC integration runs")
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -149,23 +154,25 @@ def round_trip(origin: Path, tmp_path: Path, name: str, url: str, options: dict[
     assert planned(clone) == Counter()
     assert "up to date" in run(clone, "dvc", "status").stdout  # the restore changed no tracked content
 
-    # a changed setting plans only its dependants (the same plans as on the machine that ran it)
+    # a changed setting plans only its dependants, exactly as on the machine that ran the pipeline
     cfg = edited_config(tmp_path, lambda c: c["hear"].update(max_epochs=9))
-    assert planned(clone, cfg) == Counter({"score_task": 30, "make_table": 1, "all": 1})
-    cfg = edited_config(tmp_path, lambda c: c["experiments"][2].update(steps=7))  # mel256_base_st
-    assert planned(clone, cfg) == Counter({
-        "train_mae": 2, "dump_teacher_features": 3, "fit_kmeans": 1, "assign_clusters": 3,
-        "embed_task": 12, "score_task": 12, "plot_curves": 2, "make_table": 1, "all": 1,
-    })
+    assert planned(clone, cfg) == planned(origin, cfg) == Counter({"score_task": 30, "make_table": 1, "all": 1})
+    cfg = edited_config(tmp_path, lambda c: c["training"].update(lr=5e-4))
+    jobs = planned(clone, cfg)
+    assert jobs == planned(origin, cfg)
+    assert jobs["train_mae"] == 5 and jobs["score_task"] == 30
+    assert not {"make_demo_corpus", "resample_shard", "tokenize_shard", "fit_codebooks", "make_demo_task"} & set(jobs)
     print(f"{name}: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
 
 
 @pytest.mark.slow
+@INTEGRATION
 def test_round_trip_through_a_local_directory_remote(origin, tmp_path):
     round_trip(origin, tmp_path, "shared", str(tmp_path / "remote"), {}, env())
 
 
 @pytest.mark.slow
+@INTEGRATION
 def test_round_trip_through_an_s3_remote(origin, tmp_path, s3_server):
     endpoint, creds = s3_server
     round_trip(origin, tmp_path, "s3", "s3://encodecmae-artifacts/encodecmae", {"endpointurl": endpoint}, env(**creds))

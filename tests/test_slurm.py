@@ -1,0 +1,209 @@
+"""The workflow on SLURM: the resources each training job asks for, the torchrun launch of
+multi-GPU jobs, the ./slurm profile, and a real run of the CI configuration on a single-node SLURM
+cluster on 127.0.0.1 (Debian's slurm-wlm and munge, started by workflow/scripts/slurm_cluster.sh)
+in which a training job is cancelled by SLURM after its first step checkpoint and resumes from it.
+The results must equal those of a local run of the same configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+# The real-cluster and DVC round-trip runs take 10-40 min on a 2-core machine; they are opt-in
+# until their issue is closed (ENCODECMAE_INTEGRATION=1 .venv/bin/python -m pytest -q).
+INTEGRATION = pytest.mark.skipif(os.environ.get("ENCODECMAE_INTEGRATION") != "1",
+                                 reason="set ENCODECMAE_INTEGRATION=1 to run the SLURM / DVC integration runs")
+import torch
+import yaml
+
+from encodecmae.experiments import resolve, train_resources
+
+REPO = Path(__file__).resolve().parents[1]
+CI_CONFIG = REPO / "config" / "ci.yaml"
+CLUSTER = REPO / "workflow" / "scripts" / "slurm_cluster.sh"
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+SLURMCTLD_LOG = Path("/var/log/slurm/slurmctld.log")
+
+# What the test cluster (2 CPUs, no GPU, no accounting database) cannot provide like a real one:
+# its partition is "debug"; without slurmdbd, job states come from squeue (sacct would fail and
+# the plugin would wait forever); and the jobs are seconds long, so the first status check comes
+# after 2 s instead of 40 s.
+TEST_CLUSTER_ARGS = ["--default-resources", "slurm_partition=debug", "--slurm-status-command", "squeue",
+                     "--slurm-init-seconds-before-status-checks", "2"]
+
+
+def load(path: Path = CI_CONFIG) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+# --- resources (no cluster needed) -------------------------------------------------------------
+
+
+def test_training_resources_grow_with_the_model():
+    exps = resolve(load(REPO / "config" / "paper.yaml"))
+    small, base, large = (train_resources(exps[n]) for n in ("mel256_small", "mel256_base", "mel256_large"))
+    assert 1 <= small["gpu"] < base["gpu"] < large["gpu"]
+    assert small["mem_mb"] < base["mem_mb"] < large["mem_mb"]
+    assert small["threads"] < base["threads"] < large["threads"]
+    for r in (small, base, large):
+        assert r["threads"] == r["gpu"] * r["cpus_per_gpu"] and 0 < r["runtime"] <= 2880
+    # self-training runs fewer steps than pretraining, so it asks for less time
+    assert train_resources(exps["mel256_base_st"])["runtime"] < base["runtime"]
+
+
+def test_ci_and_demo_models_train_on_cpu():
+    for cfg in ("ci.yaml", "config.yaml"):
+        for exp in resolve(load(REPO / "config" / cfg)).values():
+            r = train_resources(exp)
+            assert r["gpu"] == 0 and r["threads"] <= 2 and r["mem_mb"] <= 4000, (cfg, exp.name, r)
+
+
+def dry_run_commands(tmp_path: Path, *args: str) -> str:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile",
+           str(CI_CONFIG), "-n", "-p", "--cores", "2", f"{load()['results_dir']}/models/mel256_base/model.pt", *args]
+    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return res.stdout + res.stderr
+
+
+def test_several_gpus_launch_torchrun_one_gpu_plain_train(tmp_path):
+    out = dry_run_commands(tmp_path, "--set-resources", "train_mae:gpu=4", "train_mae:cpus_per_gpu=3",
+                           "--set-threads", "train_mae=12")
+    assert "python -m torch.distributed.run --standalone --nproc_per_node 4 -m encodecmae" in out
+    # the job's cores split between the ranks (at least one each)
+    assert re.search(r"--threads \$\(\( 4 > 1 \? \((\d+) \+ 4 - 1\) / 4 : \1 \)\)", out)
+    out = dry_run_commands(tmp_path, "--set-resources", "train_mae:gpu=1")
+    assert "if [ 1 -gt 1 ]; then" in out  # so the else branch: plain `encodecmae train`
+    assert "else set -- encodecmae; fi; \"$@\" train" in out
+
+
+def test_every_profile_key_says_why():
+    lines = (REPO / "slurm" / "config.yaml").read_text().splitlines()
+    keys = [i for i, line in enumerate(lines) if re.match(r"^[a-z][\w-]*:", line)]
+    assert keys and {"executor"} <= {lines[i].split(":")[0] for i in keys}
+    assert load(REPO / "slurm" / "config.yaml")["executor"] == "slurm"
+    for i in keys:
+        assert lines[i - 1].startswith("#"), f"profile key without a comment: {lines[i]}"
+
+
+# --- a real SLURM cluster ------------------------------------------------------------------------
+
+
+def daemons_running() -> bool:
+    return subprocess.run(["pgrep", "-x", "slurmctld"], capture_output=True).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    if shutil.which("slurmctld") is None:
+        if os.geteuid() != 0 or shutil.which("apt-get") is None:
+            pytest.skip("SLURM is not installed and cannot be: installing slurm-wlm and munge needs root and apt-get")
+        res = subprocess.run(["bash", str(CLUSTER), "install"], capture_output=True, text=True, timeout=900)
+        if res.returncode != 0:
+            pytest.skip(f"apt-get install slurm-wlm munge failed: {res.stderr[-2000:]}")
+    if os.geteuid() != 0:
+        pytest.skip("starting the SLURM daemons (slurmd runs jobs as any user) needs root")
+    started = not daemons_running()
+    res = subprocess.run(["bash", str(CLUSTER), "start"], capture_output=True, text=True, timeout=300)
+    try:
+        assert res.returncode == 0, res.stdout + res.stderr
+        yield
+    finally:
+        if started:  # stop only the daemons this fixture started
+            subprocess.run(["bash", str(CLUSTER), "stop"], timeout=120)
+
+
+def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
+            str(CI_CONFIG), *args]
+
+
+def cancel_after_first_checkpoint(ckpt_root: Path, stop: threading.Event, cancelled: dict):
+    """scancel the SLURM job training mel256_base as soon as its first step checkpoint appears."""
+    while not stop.is_set():
+        if list(ckpt_root.glob("*/step_*.pt")):
+            jobs = subprocess.run(["squeue", "-h", "-o", "%i %k"], capture_output=True, text=True).stdout
+            ids = [line.split()[0] for line in jobs.splitlines()
+                   if line.split()[-1].startswith("rule_train_mae") and line.split()[-1].endswith("mel256_base")]
+            if ids:
+                subprocess.run(["scancel", *ids], check=True)
+                cancelled["jobs"] = ids
+                cancelled["checkpoints"] = sorted(p.name for p in ckpt_root.glob("*/step_*.pt"))
+                return
+        time.sleep(0.1)
+
+
+@pytest.mark.slow
+@INTEGRATION
+def test_ci_config_on_slurm_resumes_and_matches_a_local_run(slurm_cluster, tmp_path):
+    local, cluster = tmp_path / "local", tmp_path / "slurm"
+    # the local reference run, concurrently (the cluster run spends much of its time waiting)
+    local_proc = subprocess.Popen(snakemake_cmd(local, "--cores", "2"), env=ENV, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+    results = load()["results_dir"]
+    stop, cancelled = threading.Event(), {}
+    watcher = threading.Thread(target=cancel_after_first_checkpoint,
+                               args=(cluster / results / "models" / "mel256_base" / "checkpoints", stop, cancelled))
+    watcher.start()
+    # `--profile slurm` from the repository root, as a user types it
+    try:
+        res = subprocess.run(snakemake_cmd(cluster, "--profile", "slurm", *TEST_CLUSTER_ARGS), cwd=REPO, env=ENV,
+                             capture_output=True, text=True, timeout=3000)
+    finally:
+        stop.set()
+        watcher.join()
+        local_out = local_proc.communicate(timeout=3000)[0]
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-6000:]
+    assert local_proc.returncode == 0, local_out[-6000:]
+    check_slurm_run(cluster, local, cancelled)
+
+
+def check_slurm_run(cluster: Path, local: Path, cancelled: dict):
+    """The SLURM run in ``cluster`` against the local run in ``local``."""
+    results = load()["results_dir"]
+    out = max((cluster / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime).read_text()
+    # every job but the target rule `all` went through sbatch, and SLURM ran it
+    submitted = re.findall(r"submitted with SLURM jobid (\d+)", out)
+    n_jobs = int(re.search(r"^total\s+(\d+)$", out, re.M).group(1))
+    assert len(submitted) == n_jobs - 1 + 1  # minus `all`, plus the resubmitted training job
+    if SLURMCTLD_LOG.exists():
+        ran = set(re.findall(r"(?:Allocate|Started) JobId=(\d+)", SLURMCTLD_LOG.read_text()))
+        assert set(submitted) <= ran
+
+    # the cancelled training job was resubmitted (profile `retries`) and resumed from its checkpoint
+    assert cancelled.get("jobs"), "the training job of mel256_base was never seen running with a checkpoint"
+    assert f"SLURM-job '{cancelled['jobs'][0]}' failed, SLURM status is: 'CANCELLED'" in out
+    log = (cluster / results / "logs" / "train_mae" / "mel256_base.log").read_text()
+    m = re.search(r"resuming from \S+step_(\d+)\.pt at step (\d+)", log)
+    assert m, log[-2000:]
+    steps = load()["experiments"][1]["steps"]
+    assert int(m[1]) == int(m[2]) and 0 < int(m[2]) < steps
+    assert f"step_{int(m[2]):07d}.pt" in cancelled["checkpoints"]
+    assert f"at step {steps}" in log
+
+    # same results as the uninterrupted local run: the resumed model, every score and the table
+    a = torch.load(cluster / results / "models" / "mel256_base" / "model.pt", map_location="cpu", weights_only=False)
+    b = torch.load(local / results / "models" / "mel256_base" / "model.pt", map_location="cpu", weights_only=False)
+    sa, sb = a.get("model", a), b.get("model", b)
+    if isinstance(sa, dict) and isinstance(sb, dict):
+        tensors = [k for k, v in sa.items() if torch.is_tensor(v)]
+        assert tensors and all(torch.equal(sa[k], sb[k]) for k in tensors)
+    scores = sorted(p.relative_to(local) for p in (local / results / "scores").rglob("*.json"))
+    assert len(scores) == 30
+    for rel in scores:  # equal but for the wall-clock time the scoring took
+        sa, sb = (json.loads((run / rel).read_text()) for run in (cluster, local))
+        sa.pop("seconds", None), sb.pop("seconds", None)
+        assert sa == sb, rel
+    pd.testing.assert_frame_equal(pd.read_csv(cluster / results / "table1.csv"),
+                                  pd.read_csv(local / results / "table1.csv"))
