@@ -17,6 +17,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from workflow_helpers import edited_config, job_stats
 
 # The real-cluster and DVC round-trip runs take 10-40 min on a 2-core machine; they are opt-in
 # until their issue is closed (ENCODECMAE_INTEGRATION=1 .venv/bin/python -m pytest -q).
@@ -51,21 +52,7 @@ def planned(workdir: Path, config: Path | None = None) -> Counter:
     """Jobs a dry run of the project's own Snakefile would execute in ``workdir``, by rule."""
     args = ["--configfile", str(config)] if config else []
     res = run(workdir, sys.executable, "-m", "snakemake", "-n", "--quiet", "rules", *args)
-    out = res.stdout + res.stderr
-    if "Nothing to be done" in out:
-        return Counter()
-    stats = out[out.index("Job stats:"):]
-    jobs = Counter({m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)})
-    jobs.pop("total", None)
-    return jobs
-
-
-def edited_config(tmp_path: Path, edit) -> Path:
-    cfg = yaml.safe_load(CI_CONFIG.read_text())
-    edit(cfg)
-    path = tmp_path / f"edited_{len(list(tmp_path.glob('edited_*')))}.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    return job_stats(res.stdout + res.stderr)
 
 
 def free_port() -> int:

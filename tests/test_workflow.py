@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from workflow_helpers import edited_config, job_stats
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,21 +35,7 @@ def snakemake(workdir: Path, *args: str, config: Path = CI_CONFIG, check: bool =
 def planned(workdir: Path, config: Path = CI_CONFIG) -> Counter:
     """Jobs a dry run would execute, by rule."""
     res = snakemake(workdir, "-n", "--quiet", "rules", config=config)
-    out = res.stdout + res.stderr
-    if "Nothing to be done" in out:
-        return Counter()
-    stats = out[out.index("Job stats:"):]
-    jobs = Counter({m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)})
-    jobs.pop("total", None)
-    return jobs
-
-
-def edited_config(tmp_path: Path, edit) -> Path:
-    cfg = yaml.safe_load(CI_CONFIG.read_text())
-    edit(cfg)
-    path = tmp_path / f"edited_{len(list(tmp_path.glob('edited_*')))}.yaml"
-    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    return path
+    return job_stats(res.stdout + res.stderr)
 
 
 # --- configuration ------------------------------------------------------------------------------

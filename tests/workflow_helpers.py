@@ -1,0 +1,31 @@
+"""Helpers shared by the workflow tests (test_workflow, test_dvc, test_slurm)."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+CI_CONFIG = REPO / "config" / "ci.yaml"
+
+
+def job_stats(output: str) -> Counter:
+    """Jobs by rule from the output of ``snakemake -n --quiet rules`` (empty: nothing to do)."""
+    if "Nothing to be done" in output:
+        return Counter()
+    stats = output[output.index("Job stats:"):]
+    jobs = Counter({m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", stats, re.M)})
+    jobs.pop("total", None)
+    return jobs
+
+
+def edited_config(tmp_path: Path, edit, base: Path = CI_CONFIG) -> Path:
+    """A copy of ``base`` with ``edit(config_dict)`` applied, written under ``tmp_path``."""
+    cfg = yaml.safe_load(base.read_text())
+    edit(cfg)
+    path = tmp_path / f"edited_{len(list(tmp_path.glob('edited_*')))}.yaml"
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return path
