@@ -2,9 +2,18 @@
 # self-training -> large model from the base+ST clusters -> HEAR evaluation -> Table 1.
 # Plain `snakemake --cores all` runs the embedded demo (config/config.yaml); the paper's runs
 # use `--configfile config/paper.yaml`.
+import sys
+
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
+
+# The workflow runs the package of this checkout, installed or not: the Snakefile imports it from
+# src/, and every job's shell exports it on PYTHONPATH before `python -m encodecmae` (in a per-rule
+# conda environment Snakemake clears PYTHONPATH, and the package is not installed there).
+sys.path.insert(0, f"{workflow.basedir}/src")
+# (The prefix is formatted like a command, hence the doubled braces.)
+shell.prefix(f'export PYTHONPATH="{workflow.basedir}/src${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
 
 
 # The demo is the default; a --configfile replaces it instead of being merged into it (merging

@@ -7,6 +7,9 @@ from pathlib import Path
 from encodecmae.experiments import inference_mem_mb, resolve, train_args, train_resources
 
 D = config["data_dir"]
+# The corpus -> tokens -> pretraining -> self-training chain is the critical path: its jobs go
+# before the HEAR and report jobs whenever both are ready, which fill the cores in between.
+CHAIN_PRIORITY = 10
 R = config["results_dir"]
 EXPERIMENTS = resolve(config)
 TRAINED = [name for name, e in EXPERIMENTS.items() if e.steps > 0]

@@ -10,6 +10,7 @@ rule make_demo_corpus:
         minutes=config["corpus"].get("demo_minutes", 24),
     resources:
         runtime=30,
+    priority: CHAIN_PRIORITY
     conda:
         "../envs/data.yaml"
     log:
@@ -17,7 +18,7 @@ rule make_demo_corpus:
     benchmark:
         f"{D}/benchmarks/make_demo_corpus.tsv"
     shell:
-        "encodecmae make-demo-corpus --out {output} --seed {params.seed} --minutes {params.minutes} > {log} 2>&1"
+        "python -m encodecmae make-demo-corpus --out {output} --seed {params.seed} --minutes {params.minutes} > {log} 2>&1"
 
 
 rule download_source:
@@ -27,12 +28,13 @@ rule download_source:
         archives=archive_flags,
     resources:
         runtime=1440,
+    priority: CHAIN_PRIORITY
     conda:
         "../envs/data.yaml"
     log:
         f"{D}/logs/download_source/{{source}}.log",
     shell:
-        "encodecmae download-archives {params.archives} --out {output} > {log} 2>&1"
+        "python -m encodecmae download-archives {params.archives} --out {output} > {log} 2>&1"
 
 
 rule list_source:
@@ -44,12 +46,13 @@ rule list_source:
         source_dir=source_dir,
     resources:
         runtime=30,
+    priority: CHAIN_PRIORITY
     conda:
         "../envs/data.yaml"
     log:
         f"{D}/logs/list_source/{{source}}.log",
     shell:
-        "encodecmae list-audio --source-dir {params.source_dir} --out {output} > {log} 2>&1"
+        "python -m encodecmae list-audio --source-dir {params.source_dir} --out {output} > {log} 2>&1"
 
 
 rule resample_shard:
@@ -64,6 +67,7 @@ rule resample_shard:
     resources:
         mem_mb=4000,
         runtime=60,
+    priority: CHAIN_PRIORITY
     conda:
         "../envs/data.yaml"
     log:
@@ -71,5 +75,5 @@ rule resample_shard:
     benchmark:
         f"{D}/benchmarks/resample_shard/{{source}}/{{shard}}.tsv"
     shell:
-        "encodecmae resample --file-list {input} --n-shards {params.n_shards} --shard {wildcards.shard} "
+        "python -m encodecmae resample --file-list {input} --n-shards {params.n_shards} --shard {wildcards.shard} "
         "--out {params.out_dir} > {log} 2>&1"

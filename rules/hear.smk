@@ -15,7 +15,7 @@ rule make_demo_task:
     log:
         f"{D}/logs/make_demo_task/{{task}}.log",
     shell:
-        "encodecmae make-demo-task --name {wildcards.task} --out {params.out_dir} --seed {params.seed} > {log} 2>&1"
+        "python -m encodecmae make-demo-task --name {wildcards.task} --out {params.out_dir} --seed {params.seed} > {log} 2>&1"
 
 
 rule embed_task:
@@ -37,7 +37,7 @@ rule embed_task:
     benchmark:
         f"{R}/benchmarks/embed_task/{{model}}/{{task}}.tsv"
     shell:
-        "encodecmae embed-task --checkpoint {input.model} --task-dir {input.task} --out {output} "
+        "python -m encodecmae embed-task --checkpoint {input.model} --task-dir {input.task} --out {output} "
         "--layer {params.layer} --threads {threads} > {log} 2>&1"
 
 
@@ -63,6 +63,6 @@ rule score_task:
     benchmark:
         f"{R}/benchmarks/score_task/{{model}}/{{task}}.tsv"
     shell:
-        "encodecmae score-task --task-dir {input.task} --embeddings {input.embeddings} --out {output} "
+        "python -m encodecmae score-task --task-dir {input.task} --embeddings {input.embeddings} --out {output} "
         "--max-epochs {params.max_epochs} --grid-points {params.grid_points} --bootstrap {params.bootstrap} "
         "--seed {params.seed} --threads {threads} > {log} 2>&1"

@@ -22,6 +22,7 @@ rule train_mae:
         cpus_per_gpu=train_resource("cpus_per_gpu"),
         mem_mb=train_resource("mem_mb"),
         runtime=train_resource("runtime"),
+    priority: CHAIN_PRIORITY
     conda:
         "../envs/torch.yaml"
     log:
@@ -32,7 +33,7 @@ rule train_mae:
         # Several GPUs: one torchrun rank per GPU (DDP), the job's cores split between them.
         "if [ {resources.gpu} -gt 1 ]; then "
         "set -- python -m torch.distributed.run --standalone --nproc_per_node {resources.gpu} -m encodecmae; "
-        "else set -- encodecmae; fi; "
+        "else set -- python -m encodecmae; fi; "
         '"$@" train --shards {params.shards} --targets {input.targets} --out {output.model} '
         "--ckpt-dir {params.ckpt_dir} --metrics {params.ckpt_dir}/metrics.csv "
         "--threads $(( {resources.gpu} > 1 ? ({threads} + {resources.gpu} - 1) / {resources.gpu} : {threads} )) "

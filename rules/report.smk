@@ -19,7 +19,7 @@ rule make_table:
     log:
         f"{R}/logs/make_table.log",
     shell:
-        "encodecmae make-table --spec {params.spec} --scores {input.scores} --task-dirs {input.tasks} "
+        "python -m encodecmae make-table --spec {params.spec} --scores {input.scores} --task-dirs {input.tasks} "
         "--checkpoints {input.models} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
 
@@ -35,4 +35,4 @@ rule plot_curves:
     log:
         f"{R}/logs/plot_curves/{{model}}.log",
     shell:
-        "encodecmae plot-curves --metrics {input} --out {output} --title {wildcards.model} > {log} 2>&1"
+        "python -m encodecmae plot-curves --metrics {input} --out {output} --title {wildcards.model} > {log} 2>&1"

@@ -18,12 +18,13 @@ rule dump_teacher_features:
     resources:
         mem_mb=model_mem_mb("teacher"),
         runtime=60,
+    priority: CHAIN_PRIORITY
     conda:
         "../envs/torch.yaml"
     log:
         f"{D}/logs/dump_teacher_features/{{teacher}}/{{source}}/{{shard}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} encodecmae dump-features --checkpoint {input.model} --shard {params.shard} "
+        "OMP_NUM_THREADS={threads} python -m encodecmae dump-features --checkpoint {input.model} --shard {params.shard} "
         "--out {output} --n-crops {params.n_crops} --frames-per-crop {params.frames_per_crop} --seed 0 > {log} 2>&1"
 
 
@@ -39,6 +40,7 @@ rule fit_kmeans:
     resources:
         mem_mb=4000,
         runtime=120,
+    priority: CHAIN_PRIORITY
     conda:
         "../envs/torch.yaml"
     log:
@@ -46,7 +48,7 @@ rule fit_kmeans:
     benchmark:
         f"{D}/benchmarks/fit_kmeans/{{teacher}}.tsv"
     shell:
-        "encodecmae fit-kmeans --features {input} --out {output} --k {params.k} --n-frames {params.n_frames} "
+        "python -m encodecmae fit-kmeans --features {input} --out {output} --k {params.k} --n-frames {params.n_frames} "
         "--seed 0 > {log} 2>&1"
 
 
@@ -64,6 +66,7 @@ rule assign_clusters:
     resources:
         mem_mb=model_mem_mb("teacher"),
         runtime=120,
+    priority: CHAIN_PRIORITY
     conda:
         "../envs/torch.yaml"
     log:
@@ -71,5 +74,5 @@ rule assign_clusters:
     benchmark:
         f"{D}/benchmarks/assign_clusters/{{teacher}}/{{source}}/{{shard}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} encodecmae assign-clusters --checkpoint {input.model} --kmeans {input.kmeans} "
+        "OMP_NUM_THREADS={threads} python -m encodecmae assign-clusters --checkpoint {input.model} --kmeans {input.kmeans} "
         "--shard {params.shard} --out {output} > {log} 2>&1"

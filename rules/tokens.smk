@@ -10,12 +10,13 @@ rule download_encodec:
         sha256_prefix=ENC["sha256_prefix"],
     resources:
         runtime=30,
+    priority: CHAIN_PRIORITY
     conda:
         "../envs/data.yaml"
     log:
         f"{D}/logs/download_encodec.log",
     shell:
-        "encodecmae download --url {params.url} --sha256-prefix {params.sha256_prefix} --out {output} > {log} 2>&1"
+        "python -m encodecmae download --url {params.url} --sha256-prefix {params.sha256_prefix} --out {output} > {log} 2>&1"
 
 
 rule fit_codebooks:
@@ -32,6 +33,7 @@ rule fit_codebooks:
     resources:
         mem_mb=4000,
         runtime=120,
+    priority: CHAIN_PRIORITY
     conda:
         "../envs/torch.yaml"
     log:
@@ -39,7 +41,7 @@ rule fit_codebooks:
     benchmark:
         f"{D}/benchmarks/fit_codebooks.tsv"
     shell:
-        "encodecmae fit-codebooks --shards {params.shards} --out {output} --n-q {params.n_q} "
+        "python -m encodecmae fit-codebooks --shards {params.shards} --out {output} --n-q {params.n_q} "
         "--codebook-size {params.k} --max-frames {params.max_frames} --seed 0 > {log} 2>&1"
 
 
@@ -58,6 +60,7 @@ rule tokenize_shard:
         mem_mb=4000,
         runtime=120,
         gpu=0,
+    priority: CHAIN_PRIORITY
     conda:
         "../envs/torch.yaml"
     log:
@@ -65,7 +68,7 @@ rule tokenize_shard:
     benchmark:
         f"{D}/benchmarks/tokenize_shard/{{source}}/{{shard}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} encodecmae tokenize --shard {params.shard} --checkpoint {input.encodec} "
+        "OMP_NUM_THREADS={threads} python -m encodecmae tokenize --shard {params.shard} --checkpoint {input.encodec} "
         "--out {output} --n-q {params.n_q} --batch-size 4 > {log} 2>&1"
 
 
@@ -82,10 +85,11 @@ rule estimate_gamma:
     resources:
         mem_mb=4000,
         runtime=60,
+    priority: CHAIN_PRIORITY
     conda:
         "../envs/torch.yaml"
     log:
         f"{R}/logs/estimate_gamma.log",
     shell:
-        "encodecmae estimate-gamma --shards {params.shards} --checkpoint {input.encodec} --out {output} "
+        "python -m encodecmae estimate-gamma --shards {params.shards} --checkpoint {input.encodec} --out {output} "
         "--n-clips {params.n_clips} --seed 0 > {log} 2>&1"

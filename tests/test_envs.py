@@ -50,3 +50,32 @@ def test_every_rule_names_an_environment_file_that_exists():
             m = re.search(r'conda:\s*\n\s*"([^"]+)"', block)
             assert m, f"{smk.name}: rule {name} has no conda environment"
             assert (smk.parent / m[1]).resolve().exists(), f"{smk.name}: rule {name}: {m[1]} not found"
+
+
+def test_jobs_run_the_checkouts_package_with_pythonpath_cleared(tmp_path):
+    """Conda jobs start with PYTHONPATH cleared and without the package installed; the Snakefile's
+    shell prefix puts the checkout's src/ first, so a job imports the package from the workflow's
+    own checkout (here a copy, while the test's Python has the package installed from REPO)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    copy = tmp_path / "checkout"
+    copy.mkdir()
+    for part in ("Snakefile", "rules", "workflow", "config", "envs", "src"):
+        src = REPO / part
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, copy / part,
+                                                           **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                                              if src.is_dir() else {}))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONDONTWRITEBYTECODE")}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    work = tmp_path / "run"
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(copy / "Snakefile"), "-d", str(work),
+                          "--configfile", str(copy / "config" / "ci.yaml"), "--cores", "1", "data/tasks/demo/emotion"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert (work / "data" / "tasks" / "demo" / "emotion" / "task_metadata.json").exists()
+    # the job compiled the copy's modules: it imported them from the copy, not from REPO
+    cache = {p.name.split(".")[0] for p in (copy / "src" / "encodecmae" / "__pycache__").glob("*.pyc")}
+    assert {"cli", "demo"} <= cache, cache

@@ -22,7 +22,7 @@ def test_demo_rows_resolve_with_inheritance():
     assert st.arch == exps["mel256_large"].arch and st.sources == ["speech", "music", "environment"]
     p = st.train_params()
     assert p["n_streams"] == 1 and p["gamma"] == [1.0] and p["reset_head"] is True and p["steps"] == 100
-    assert p["lr"] == 1e-3 and p["d_model"] == 128  # shared training settings and the architecture
+    assert p["lr"] == 3e-4 and p["d_model"] == 128  # shared training settings and the architecture
     base = exps["mel256_base"].train_params()
     assert "n_streams" not in base and "reset_head" not in base and base["input"] == "mel256"
 

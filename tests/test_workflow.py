@@ -75,14 +75,7 @@ def test_default_config_is_the_demo(tmp_path):
     assert "train_mae" in res.stdout + res.stderr
 
 
-# --- a real run -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def ci_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("ci_run")
-    snakemake(work, "--cores", "2")
-    return work
+# --- a real run (the session's `ci_run`, conftest.py) ----------------------------------------------
 
 
 @pytest.mark.slow
