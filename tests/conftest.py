@@ -3,9 +3,6 @@ workflow on the CI configuration that the workflow, DVC and SLURM tests share.""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +11,7 @@ import soundfile as sf
 
 from encodecmae import HOP, SAMPLE_RATE
 from encodecmae.shards import Shard, save_targets, write_shard
+from workflow_helpers import snakemake
 
 N_TONES = 16
 
@@ -81,11 +79,6 @@ def debug_checkpoint(tmp_path_factory):
 def ci_run(tmp_path_factory):
     """A finished `snakemake --cores 2` run of config/ci.yaml (the reference that the rerun, DVC
     and SLURM tests compare against; they must not modify it)."""
-    repo = Path(__file__).resolve().parents[1]
     work = tmp_path_factory.mktemp("ci_run")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(work), "--configfile",
-           str(repo / "config" / "ci.yaml"), "--cores", "2"]
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=3000)
-    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stdout[-5000:]}\n{res.stderr[-5000:]}"
+    snakemake(work, "--cores", "2")
     return work

@@ -23,11 +23,11 @@ import torch
 import yaml
 
 from encodecmae.experiments import resolve, train_resources
+from workflow_helpers import ENV
 
 REPO = Path(__file__).resolve().parents[1]
 CI_CONFIG = REPO / "config" / "ci.yaml"
 CLUSTER = REPO / "workflow" / "scripts" / "slurm_cluster.sh"
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 SLURMCTLD_LOG = Path("/var/log/slurm/slurmctld.log")
 
 # What the test cluster (2 CPUs, no GPU, no accounting database) cannot provide like a real one:

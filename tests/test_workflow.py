@@ -5,31 +5,13 @@ on a rerun."""
 from __future__ import annotations
 
 import json
-import os
-import re
-import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from workflow_helpers import edited_config, job_stats
+from workflow_helpers import CI_CONFIG, REPO, edited_config, job_stats, snakemake
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-CI_CONFIG = REPO / "config" / "ci.yaml"
-ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-
-
-def snakemake(workdir: Path, *args: str, config: Path = CI_CONFIG, check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(config), *args]
-    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=3000)
-    if check and res.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout[-5000:]}\n{res.stderr[-5000:]}")
-    return res
 
 
 def planned(workdir: Path, config: Path = CI_CONFIG) -> Counter:

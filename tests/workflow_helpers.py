@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -10,6 +13,18 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CI_CONFIG = REPO / "config" / "ci.yaml"
+# The test's Python first on PATH: jobs run `python -m encodecmae` and the DVC stages `snakemake`.
+ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def snakemake(workdir: Path, *args: str, config: Path = CI_CONFIG, check: bool = True) -> subprocess.CompletedProcess:
+    """The project's Snakefile run in ``workdir`` on ``config``."""
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+           "--configfile", str(config), *args]
+    res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=3000)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout[-5000:]}\n{res.stderr[-5000:]}")
+    return res
 
 
 def job_stats(output: str) -> Counter:
