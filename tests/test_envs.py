@@ -1,4 +1,5 @@
-"""The conda environments of the rules pin what pyproject.toml pins, and every rule names one."""
+"""The lock, the install from it, and the conda environments of the rules (exact versions of the lock;
+every rule names one)."""
 
 import re
 from pathlib import Path
@@ -19,26 +20,107 @@ def requirement_map(reqs):
     return out
 
 
-def test_env_pins_agree_with_pyproject():
+def lock_entries():
+    """(name, version, marker, hashes) of every requirement in the venv lock."""
+    text = (REPO / "envs" / "lock" / "venv.txt").read_text()
+    entries = []
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        m = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)\s*(?:;\s*([^\\\n]+?))?\s*\\?\n", block + "\n")
+        if m:
+            entries.append((m[1].lower().replace("_", "-"), m[2], m[3], re.findall(r"--hash=sha256:[0-9a-f]{64}", block)))
+    return entries
+
+
+def locked_for_conda():
+    """The lock's versions that apply to the conda environments (Python 3.11 on Linux x86_64)."""
+    from packaging.markers import Marker
+
+    env = {"python_version": "3.11", "python_full_version": "3.11.0", "sys_platform": "linux",
+           "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+           "implementation_name": "cpython", "platform_python_implementation": "CPython"}
+    return {n: v for n, v, marker, _ in lock_entries() if marker is None or Marker(marker).evaluate(env)}
+
+
+def test_lock_pins_every_package_with_hashes_and_satisfies_pyproject():
+    from packaging.requirements import Requirement
+
+    entries = lock_entries()
+    assert len(entries) > 100
+    for name, version, _, hashes in entries:
+        assert hashes, f"envs/lock/venv.txt: {name}=={version} has no --hash"
+    locked = locked_for_conda()
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    pinned = requirement_map(project["dependencies"])
-    extras = requirement_map(project["optional-dependencies"]["workflow"])
+    extras = project["optional-dependencies"]
+    for spec in project["dependencies"] + [r for e in ("workflow", "test", "dvc") for r in extras[e]]:
+        req = Requirement(spec)
+        name = req.name.lower().replace("_", "-")
+        assert name in locked, f"{spec} (pyproject.toml) is not in envs/lock/venv.txt"
+        assert req.specifier.contains(locked[name], prereleases=True), \
+            f"envs/lock/venv.txt has {name}=={locked[name]}, outside pyproject.toml's {spec}"
+    # the pair that breaks when resolved separately (torchaudio 2.11.1 does not load with torch 2.11.0)
+    assert (locked["torch"], locked["torchaudio"]) == ("2.11.0", "2.11.0")
+    # the build backend and pip are locked too, so that nothing in .venv floats
+    assert {"pip", "setuptools", "wheel"} <= set(locked)
+
+
+def test_setup_installs_only_from_the_lock():
+    setup = (REPO / "workflow" / "scripts" / "setup.sh").read_text()
+    assert "--require-hashes" in setup and "-r envs/lock/venv.txt" in setup
+    installs = [ln for ln in setup.splitlines() if "pip install" in ln and not ln.lstrip().startswith("#")]
+    for line in installs:
+        assert "--require-hashes" in line or "--no-deps" in line, f"setup.sh resolves outside the lock: {line}"
+    assert "check_stack.py" in setup
+
+
+def test_env_pins_agree_with_the_lock():
+    locked = locked_for_conda()
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    library = requirement_map(project["dependencies"])
     envs = sorted((REPO / "envs").glob("*.yaml"))
-    assert envs
+    assert [e.stem for e in envs] == ["data", "report", "torch"]
     for env in envs:
         spec = yaml.safe_load(env.read_text())
         pip = next(d["pip"] for d in spec["dependencies"] if isinstance(d, dict) and "pip" in d)
         reqs = requirement_map(pip)
         for name, version in reqs.items():
-            expected = pinned.get(name, extras.get(name))
-            assert expected is not None, f"{env.name}: {name} is not a dependency in pyproject.toml"
-            assert version == expected, f"{env.name}: {name}{version} but pyproject.toml says {name}{expected}"
-        # the library's own dependencies are all there, torch and torchaudio pinned together
-        missing = set(pinned) - set(reqs)
+            assert version.startswith("=="), f"{env.name}: {name}{version} is not an exact pin"
+            assert name in locked, f"{env.name}: {name} is not in envs/lock/venv.txt"
+            assert version == f"=={locked[name]}", f"{env.name}: {name}{version} but the lock says {locked[name]}"
+        # the library's own dependencies are all there
+        missing = set(library) - set(reqs)
         assert not missing, f"{env.name} lacks {sorted(missing)}"
-        assert reqs["torch"] == reqs["torchaudio"] == "==2.11.*"
         py = next(d for d in spec["dependencies"] if isinstance(d, str) and d.startswith("python"))
         assert py == "python=3.11"
+
+
+def test_check_stack_reads_the_lock_for_this_interpreter():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_stack", REPO / "workflow" / "scripts" / "check_stack.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = ("torch==2.11.0 \\\n    --hash=sha256:" + "a" * 64 + "\n"
+            "pywin32==312 ; sys_platform == 'win32' \\\n    --hash=sha256:" + "b" * 64 + "\n"
+            "numpy==2.4.6 ; python_full_version >= '3.11' \\\n")
+    assert mod.locked_versions(text) == {"torch": "2.11.0", "numpy": "2.4.6"}
+    # this interpreter's stack is the locked one (setup.sh ran check_stack.py after installing)
+    import importlib.metadata as md
+
+    assert md.version("torch").split("+")[0] == "2.11.0"
+    assert md.version("torchaudio").split("+")[0] == "2.11.0"
+
+
+def test_check_stack_names_the_package_that_does_not_load(capsys, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("check_stack", REPO / "workflow" / "scripts" / "check_stack.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    monkeypatch.setattr(mod, "CHECKS", [("soundfile", "import soundfile"),
+                                        ("torchaudio", "raise OSError('Could not load libtorchaudio.so\\nmore')")])
+    assert mod.main() == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "check_stack: torchaudio does not load: OSError: Could not load libtorchaudio.so"
 
 
 def test_every_rule_names_an_environment_file_that_exists():
