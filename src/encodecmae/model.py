@@ -11,6 +11,14 @@ waveform X_a [B, N]
 ResiDual ("pre-post LN", arXiv 2304.14802) keeps two streams: a post-LN stream, normalised
 after each residual add, and an un-normalised residual stream that sums every sublayer
 output. The stack's output is ``x_post + LayerNorm(x_res)``.
+
+On the CPU every pass, training steps included, gives the same bits whatever the number of
+intra-op threads (tests/test_determinism.py), given two things. GEMMs run in MKL's strict
+conditional-numerical-reproducibility mode (:func:`encodecmae.reproducible_blas`, switched on when the
+package is imported): otherwise MKL picks kernels and splits the inner dimension of a GEMM
+between threads depending on their number. And :class:`LayerNorm` computes the weight and
+bias gradients of its CPU backward column by column (PyTorch's fused kernel adds per-thread
+partial sums).
 """
 
 from __future__ import annotations
@@ -66,6 +74,58 @@ class ModelConfig:
         return cls(**d)
 
 
+# MKL's strict reproducible mode is requested when the package is imported (see
+# encodecmae.reproducible_blas): before this module's first GEMM.
+
+
+class _LayerNormFunction(torch.autograd.Function):
+    """``F.layer_norm`` over the last dimension whose weight and bias gradients are column sums.
+
+    Forward and input gradient are PyTorch's fused kernels (row by row, so the same bits with
+    any thread count); the fused backward's weight and bias gradients, which add per-thread
+    partial sums over the rows, are replaced by ``sum(0)`` of [rows, D] tensors, which PyTorch
+    reduces column by column, each column on one thread.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps):
+        y, mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), weight, bias, eps)
+        ctx.save_for_backward(x, weight, bias, mean, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight, bias, mean, rstd = ctx.saved_tensors
+        d = x.shape[-1]
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.native_layer_norm_backward(grad, x, [d], mean, rstd, weight, bias,
+                                                               [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = (grad * ((x - mean) * rstd)).reshape(-1, d).sum(0)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad.reshape(-1, d).sum(0)
+        return grad_x, grad_w, grad_b, None
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over the last dimension (same parameters, state dict and forward
+    values) whose backward on the CPU does not depend on the number of threads.
+
+    PyTorch's fused CPU backward adds per-thread partial sums over the rows for the weight and
+    bias gradients, so they changed in the last bits between 1 and 2 threads (and the weights
+    after one step); :class:`_LayerNormFunction` sums them column by column. It costs 2.0 ms
+    against 1.3 ms for forward + backward of a [16, 300, 96] batch on one thread. Without
+    gradients and off the CPU this is ``nn.LayerNorm``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if (x.device.type == "cpu" and torch.is_grad_enabled() and self.weight is not None
+                and self.bias is not None and len(self.normalized_shape) == 1):
+            return _LayerNormFunction.apply(x, self.weight, self.bias, self.eps)
+        return super().forward(x)
+
+
 class SinusoidalPositions(nn.Module):
     """Fixed sinusoidal table times a learnable scalar (init 1.0)."""
 
@@ -107,8 +167,8 @@ class ResiDualBlock(nn.Module):
         super().__init__()
         self.attn = SelfAttention(d_model, n_heads)
         self.ff = nn.Sequential(nn.Linear(d_model, ff_dim), nn.ReLU(), nn.Linear(ff_dim, d_model))
-        self.ln_attn = nn.LayerNorm(d_model)
-        self.ln_ff = nn.LayerNorm(d_model)
+        self.ln_attn = LayerNorm(d_model)
+        self.ln_ff = LayerNorm(d_model)
 
     def forward(self, x_post, x_res, keep):
         a = self.attn(x_post, keep)
@@ -121,7 +181,7 @@ class ResiDualStack(nn.Module):
     def __init__(self, n_layers: int, d_model: int, n_heads: int, ff_dim: int):
         super().__init__()
         self.blocks = nn.ModuleList(ResiDualBlock(d_model, n_heads, ff_dim) for _ in range(n_layers))
-        self.ln_out = nn.LayerNorm(d_model)
+        self.ln_out = LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor, return_all: bool = False):
         """x [B, T, D] -> output [B, T, D]; with return_all, also every block's post-LN stream."""

@@ -15,6 +15,14 @@ Two kinds of weights are supported, both from LOCAL files (no hub download at ru
 
 Frame arithmetic: the encoder downsamples by 320 with causal padding, so N samples give
 T = ceil(N / 320) frames; a 4-s crop (96,000 samples) gives exactly 300.
+
+Thread count: on the CPU, the encoder's output, hence the fitted codebooks, the tokens and
+gamma, are the same bits whatever the number of intra-op threads (tests/test_determinism.py).
+Two things in PyTorch would otherwise make them depend on it, both handled by
+:func:`encoder_forward`: its choice of convolution algorithm and the seams between threads in
+elementwise ops (see :class:`_ThreadInvariantOps`). k-means and the nearest-code search use
+only kernels that split work over output elements, and float64 GEMMs in MKL's strict mode
+(:func:`encodecmae.reproducible_blas`).
 """
 
 from __future__ import annotations
@@ -28,11 +36,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+from torch.overrides import TorchFunctionMode
 
 from . import CROP_SAMPLES, HOP, SAMPLE_RATE
+from .progress import progress
 from .shards import INT16_SCALE, Shard, save_targets
+
 
 N_Q = 8  # codebooks used as targets (6 kbps at 75 Hz, 10 bits each)
 CODEBOOK_SIZE = 1024
@@ -113,6 +124,80 @@ def build_encodec(checkpoint: str | Path | None):
     return model
 
 
+# Elementwise ops on at most this many elements run on one thread (PyTorch's grain size for
+# splitting an elementwise op between threads is 32768).
+SERIAL_NUMEL = 16384
+
+
+def _serial_elementwise(fn, x: torch.Tensor, *args) -> torch.Tensor:
+    """``fn(x, *args)`` for an elementwise ``fn``, applied to fixed chunks of SERIAL_NUMEL
+    elements of x (in memory order), each small enough to run on one thread."""
+    flat = x.contiguous().view(-1)
+    out = torch.empty_like(flat)
+    for s in range(0, flat.numel(), SERIAL_NUMEL):
+        out[s : s + SERIAL_NUMEL] = fn(flat[s : s + SERIAL_NUMEL], *args)
+    return out.view(x.shape)
+
+
+class _ThreadInvariantOps(TorchFunctionMode):
+    """Runs the EnCodec encoder so that its CPU output does not depend on the thread count.
+
+    - Convolutions: PyTorch computes a 1x1 convolution of a batch smaller than 16 with its own
+      im2col + GEMM code when it has one thread, with oneDNN when it has more, and the two
+      round differently (this made 3 tokens of a CI shard and the fitted codebooks change
+      between 1 and 2 threads). Every float32 CPU ``conv1d`` goes to oneDNN here, whatever the
+      thread count, batch or size; oneDNN's result does not depend on the threads (measured:
+      1-4 threads, batches 1-16, every layer of the encoder).
+    - ELU: an elementwise op is split between threads at element ``ceil(n / threads)``, and
+      the elements before each seam that do not fill a SIMD vector go through the scalar code
+      path, whose exp() rounds differently from the vectorised one. With 1, 2 or 4 threads
+      the seams fall on whole vectors for every shape of this encoder, with 3 they do not
+      (measured). ELU runs here on chunks small enough for one thread.
+
+    On other devices and dtypes every call passes through unchanged.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.conv1d and _onednn_ok(args[0]):
+            return _onednn_conv1d(*args, **kwargs)
+        if func is F.elu and args[0].device.type == "cpu" and args[0].numel() > SERIAL_NUMEL:
+            x = args[0]
+            alpha = args[1] if len(args) > 1 else kwargs.get("alpha", 1.0)
+            inplace = args[2] if len(args) > 2 else kwargs.get("inplace", False)
+            y = _serial_elementwise(F.elu, x, alpha)
+            return x.copy_(y) if inplace else y
+        return func(*args, **kwargs)
+
+
+def _onednn_ok(x) -> bool:
+    return (isinstance(x, torch.Tensor) and x.device.type == "cpu" and x.dtype == torch.float32
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+
+
+def _onednn_conv1d(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """``F.conv1d`` computed by oneDNN (``torch.mkldnn_convolution``)."""
+    if isinstance(padding, str):  # "same" / "valid": leave them to PyTorch
+        return F.conv1d(x, weight, bias, stride, padding, dilation, groups)
+
+    def one(v):
+        return [int(v)] if isinstance(v, int) else [int(u) for u in v]
+
+    unbatched = x.dim() == 2
+    if unbatched:
+        x = x[None]
+    y = torch.mkldnn_convolution(x.contiguous(), weight.contiguous(), bias, one(padding), one(stride),
+                                 one(dilation), groups)
+    return y[0] if unbatched else y
+
+
+def encoder_forward(encoder: nn.Module, wav: torch.Tensor) -> torch.Tensor:
+    """The EnCodec ``encoder`` on wav [B, 1, N]: [B, 128, ceil(N / 320)], the same bits with any
+    number of CPU threads (see :class:`_ThreadInvariantOps`)."""
+    with _ThreadInvariantOps():
+        return encoder(wav)
+
+
 class EncodecTokenizer(nn.Module):
     """Frozen EnCodec encoder + the first ``n_q`` RVQ codebooks.
 
@@ -152,7 +237,7 @@ class EncodecTokenizer(nn.Module):
         if wav.dim() != 2:
             raise ValueError(f"expected a waveform batch [B, N], got shape {tuple(wav.shape)}")
         with torch.autocast(device_type=wav.device.type, enabled=False):
-            return self.encoder(wav.float()[:, None, :])  # [B, 1, N] -> [B, 128, T]
+            return encoder_forward(self.encoder, wav.float()[:, None, :])  # [B, 1, N] -> [B, 128, T]
 
     @torch.no_grad()
     def features(self, wav: torch.Tensor) -> torch.Tensor:
@@ -270,7 +355,7 @@ def _map_batched(fn, segments: Sequence[np.ndarray], batch_size: int, device,
         by_len.setdefault(len(s), []).append(i)
     batches = [ids[j : j + batch_size] for ids in by_len.values() for j in range(0, len(ids), batch_size)]
     out: list[torch.Tensor | None] = [None] * len(segments)
-    for ids in tqdm(batches, desc=desc, unit="batch", disable=desc is None, mininterval=2.0):
+    for ids in progress(batches, desc or "", unit="batch", disable=desc is None):
         wav = torch.from_numpy(np.stack([_to_float(segments[i]) for i in ids])).to(device)  # [b, n]
         res = fn(wav).cpu()
         for k, i in enumerate(ids):
@@ -396,7 +481,8 @@ def fit_codebooks(clips: Sequence[np.ndarray], out_path: str | Path, n_q: int = 
         crops = _random_crops(clips, idx, FIT_CROP_SAMPLES, rng)
     encoder = model.encoder
     with torch.no_grad():
-        feats = _map_batched(lambda w: encoder(w[:, None, :]), crops, batch_size, "cpu", desc="encode")
+        feats = _map_batched(lambda w: encoder_forward(encoder, w[:, None, :]), crops, batch_size, "cpu",
+                             desc="encode")
     x = torch.cat([f.T for f in feats])  # [n_frames, 128]
     if len(x) > max_frames:
         x = x[torch.from_numpy(rng.choice(len(x), size=max_frames, replace=False))]
@@ -405,7 +491,7 @@ def fit_codebooks(clips: Sequence[np.ndarray], out_path: str | Path, n_q: int = 
     gen = torch.Generator().manual_seed(seed)
     residual = x.clone()  # [n_frames, 128]: what is left for codebook q to quantise
     n_used = []
-    for q in tqdm(range(n_q), desc="k-means", unit="codebook", mininterval=2.0):
+    for q in progress(range(n_q), "k-means", unit="codebook"):
         centroids, _ = kmeans(residual, k, generator=gen)
         assign = nearest_code(residual, centroids)  # the rule tokenize() uses
         sizes = torch.bincount(assign, minlength=k)
