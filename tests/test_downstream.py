@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 from pathlib import Path
@@ -14,6 +15,7 @@ from sklearn.metrics import average_precision_score
 from sklearn.model_selection import ParameterGrid
 
 from encodecmae import downstream as ds
+from encodecmae import provenance
 from encodecmae.downstream import HParams
 
 # The 8 grid points the kit evaluates: ParameterGrid order shuffled after seed_everything(42).
@@ -460,3 +462,36 @@ def test_score_task_command(small_task, tmp_path):
         assert key in result
     assert len(result["grid"]) == 2 and set(result["grid"][0]) >= {"hparams", "valid_score"}
     assert result["n_test"] == 6 and result["embedding_dim"] == 4 and result["seed"] == 1
+    # provenance: this checkout's code, the task folder as scored; the embeddings record nothing
+    assert result["provenance"] == {**provenance.code_state(), "task_data_sha256": task_folder_sha256(task_dir),
+                                    "embedding": None, "model": None}
+
+
+def task_folder_sha256(task_dir: Path) -> str:
+    """sha256 over "<sha256 of file>  <relative path>\n" of the folder's files, sorted by path."""
+    files = sorted(f.relative_to(task_dir).as_posix() for f in task_dir.rglob("*") if f.is_file())
+    lines = "".join(f"{hashlib.sha256((task_dir / f).read_bytes()).hexdigest()}  {f}\n" for f in files)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def test_scores_name_the_model_and_data_of_their_embeddings(small_task, tmp_path):
+    task_dir, npz = small_task
+    moved = tmp_path / "emb.npz"  # outside the task folder (as in the workflow)
+    npz.rename(moved)
+    model = {"code_commit": "c" * 40, "code_dirty": False, "run_key": "0123456789", "settings_sha256": "5" * 64,
+             "train_data_sha256": "7" * 64, "init_from": None}
+    emb = {"code_commit": "e" * 40, "code_dirty": True, "layer": -1, "task_data_sha256": task_folder_sha256(task_dir)}
+    np.savez(moved, **dict(np.load(moved)), provenance=provenance.to_npz_value({**emb, "model": model}))
+    out = tmp_path / "result.json"
+    parser = argparse.ArgumentParser()
+    ds.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["score-task", "--task-dir", str(task_dir), "--embeddings", str(moved), "--out", str(out),
+                              "--max-epochs", "2", "--grid-points", "1", "--bootstrap", "5", "--threads", "1"])
+    assert args.func(args) == 0
+    prov = json.loads(out.read_text())["provenance"]
+    assert prov == {**provenance.code_state(), "task_data_sha256": emb["task_data_sha256"], "embedding": emb,
+                    "model": model}
+    # embeddings of another version of the task are refused before any training
+    (task_dir / "test.json").write_text((task_dir / "test.json").read_text() + " ")
+    with pytest.raises(ValueError, match=r"emb\.npz.*embed the task again"):
+        args.func(args)

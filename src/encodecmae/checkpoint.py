@@ -1,15 +1,15 @@
 """Checkpoints: everything needed to resume training and to rebuild the model.
 
 A training checkpoint holds the model weights, the optimiser state, the step, the RNG states,
-the resolved model and training configuration and the code version. The final model file a
-training run writes is the same dictionary without the optimiser state.
+the resolved model and training configuration, the code version and the run's provenance (code
+commit, settings and data hashes: see ``provenance``). The final model file a training run writes
+is the same dictionary without the optimiser state.
 """
 
 from __future__ import annotations
 
 import os
 import random
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,19 +18,16 @@ import torch
 
 from . import __version__
 from .model import EncodecMAE, ModelConfig
+from .provenance import UNKNOWN, code_state
 
 
 def code_version() -> str:
-    """Package version plus the git commit of the source tree when there is one."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", str(here)], cwd=here,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha, dirty = "", ""
-    return f"{__version__}+g{sha}{'.dirty' if dirty else ''}" if sha else __version__
+    """Package version plus the code commit of the checkout when there is one (the last commit
+    that changed the code, not HEAD: see ``provenance.code_state``), ``.dirty`` if it differs."""
+    state = code_state()
+    if state["code_commit"] == UNKNOWN:
+        return __version__
+    return f"{__version__}+g{state['code_commit'][:12]}{'.dirty' if state['code_dirty'] else ''}"
 
 
 def rng_state() -> dict:

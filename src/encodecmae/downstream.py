@@ -16,6 +16,10 @@ Audio is never read: labels come from the json files, features from the npz.
 
 Everything stays in memory as tensors and each epoch is a handful of full matrix products, so
 the cost is the MLP arithmetic itself (no DataLoader, no Lightning).
+
+On the CPU a score is the same bits whatever the number of threads (or ``workers``): GEMMs run
+in MKL's strict reproducible mode (:func:`encodecmae.reproducible_blas`) and batch
+normalisation is computed column by column (:class:`BatchNorm1d`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,9 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch import nn
+
+from . import provenance
+
 
 # --------------------------------------------------------------------------------------------
 # Hyper-parameter grid
@@ -111,6 +118,41 @@ class Dropout(nn.Module):
         return f"p={self.p}"
 
 
+class BatchNorm1d(nn.BatchNorm1d):
+    """``nn.BatchNorm1d`` (same parameters, buffers and state dict) whose training step on the
+    CPU does not depend on the number of threads.
+
+    The fused CPU kernel sums the batch statistics of an [n, C] input in per-thread partial
+    sums over the rows, so the normalised output changes in the last bits with the thread
+    count (measured: 1 vs 2 threads for batches of 37 to 1024 rows; with MKL's thread-dependent
+    GEMMs it changed the CI run's genre score from 14 % to 15 %). Here the statistics of a
+    training batch are column means over rows, which PyTorch reduces column by column, each
+    column on one thread. Same definition as ``nn.BatchNorm1d``: normalised by the biased
+    variance, running variance updated with the unbiased one. Evaluation (running statistics)
+    and other devices use ``nn.BatchNorm1d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and x.device.type == "cpu" and x.dim() == 2 and self.momentum is not None):
+            return super().forward(x)
+        n = x.shape[0]
+        if n < 2:
+            raise ValueError(f"BatchNorm1d needs more than 1 value per channel in training, got {n}")
+        mean = x.mean(0)
+        xc = x - mean
+        var = (xc * xc).mean(0)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum
+                self.running_mean.mul_(1 - m).add_(mean, alpha=m)
+                self.running_var.mul_(1 - m).add_(var * (n / (n - 1)), alpha=m)
+        y = xc * torch.rsqrt(var + self.eps)
+        if self.affine:
+            y = y * self.weight + self.bias
+        return y
+
+
 def build_mlp(
     in_dim: int,
     n_labels: int,
@@ -143,7 +185,7 @@ def build_mlp(
     for _ in range(hidden_layers):
         layers += [
             linear(dim, HIDDEN_DIM, gain),
-            nn.BatchNorm1d(HIDDEN_DIM),
+            BatchNorm1d(HIDDEN_DIM),
             Dropout(DROPOUT, generator),
             nn.ReLU(),
         ]
@@ -596,8 +638,8 @@ def evaluate_task(
     every other split. The task score is the plain mean of the per-split test scores.
 
     Every training run is seeded with ``seed``; ``workers`` > 1 trains that many MLPs at once
-    on threads (the result does not depend on it beyond float rounding of BLAS kernels run
-    with different thread counts).
+    on threads. On the CPU the result is the same bits whatever ``workers`` and the number of
+    threads (see the module docstring; tests/test_determinism.py).
     """
     t0 = time.perf_counter()
     say = log or (lambda msg: None)
@@ -681,6 +723,8 @@ def evaluate_task(
 def _score_task_cmd(args: argparse.Namespace) -> int:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    # which code, model and task data made this score (checked against the embeddings' record first)
+    prov = provenance.scores_provenance(args.embeddings, args.task_dir)
     result = evaluate_task(
         args.task_dir,
         args.embeddings,
@@ -693,12 +737,16 @@ def _score_task_cmd(args: argparse.Namespace) -> int:
         device=args.device,
         log=print,
     )
+    result["provenance"] = prov
+    # The time goes to the log only: the scores file holds what the run computed, so that two
+    # runs of the same code on the same data write the same bytes (DVC compares them).
+    seconds = result.pop("seconds")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
     print(
         f"{result['task']}: {result['metric']} = {100 * result['score']:.1f} "
-        f"± {100 * result['ci_pm']:.1f} ({result['seconds']:.1f} s) -> {args.out}"
+        f"± {100 * result['ci_pm']:.1f} ({seconds:.1f} s) -> {args.out}"
     )
     return 0
 

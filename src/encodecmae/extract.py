@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from . import CROP_SAMPLES, HOP, SAMPLE_RATE
+from . import CROP_SAMPLES, HOP, SAMPLE_RATE, provenance
 from .audio import load_audio, resample
 from .checkpoint import load_model
 from .downstream import task_split_names
 from .model import EncodecMAE
+from .progress import Progress
 
 
 def resolve_device(name: str) -> torch.device:
@@ -63,7 +63,7 @@ def embed_clips(model: EncodecMAE, clips: list[np.ndarray], layer: int = -1, bat
             groups[e - s].append((ci, k, s, e))
     out: list[list] = [[None] * n for n in n_chunks]
     total = sum(n_chunks)
-    bar = tqdm(total=total, desc="embed", unit="chunk", disable=not progress, mininterval=2.0)
+    bar = Progress("embed", total=total, unit="chunk", disable=not progress)
     for length in sorted(groups, reverse=True):
         items = groups[length]
         for b0 in range(0, len(items), batch_size):
@@ -102,7 +102,9 @@ def embed_task(checkpoint: str | Path, task_dir: str | Path, out: str | Path, la
     """Scene embeddings of every clip of a HEAR-layout task, as an .npz per split.
 
     Writes ``emb_{split}`` float32 [n, D] and ``files_{split}`` (file names, sorted) for each
-    split named in the task's metadata.
+    split named in the task's metadata, and ``provenance``: a JSON string with this run's code
+    commit, the layer, the SHA-256 of the task folder and the model's provenance (see
+    ``provenance.embedding_provenance``).
     """
     task_dir, out = Path(task_dir), Path(out)
     meta_path = task_dir / "task_metadata.json"
@@ -112,7 +114,7 @@ def embed_task(checkpoint: str | Path, task_dir: str | Path, out: str | Path, la
     sr = int(meta.get("sample_rate", 16000))
     _, splits = task_split_names(meta, meta_path)
     emb = Embedder(checkpoint, device, layer, batch_size)
-    arrays = {}
+    arrays = {"provenance": provenance.to_npz_value(provenance.embedding_provenance(checkpoint, task_dir, layer))}
     for split in splits:
         labels_path = task_dir / f"{split}.json"
         if not labels_path.exists():

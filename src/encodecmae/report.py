@@ -4,7 +4,8 @@
 metadata (which paper task each task stands for) and the model checkpoints (parameter
 counts), and writes one row per model with the six scores in percent, their "±", the Global
 score and the encoder's parameter count, with the paper's Table 1 line beside it when the
-experiment names one.
+experiment names one. Each of our rows also names what made it (``PROVENANCE_COLUMNS``, from the
+``provenance`` block of its score files): the code commit(s), the training run and the data.
 """
 
 from __future__ import annotations
@@ -14,9 +15,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from .provenance import UNKNOWN, combine_sha256, merge_code_states, result_code_states
 from .scores import HEAR_TO_SHORT, PAPER_TASKS, global_score, paper_table1
 
 SHORT = list(PAPER_TASKS)  # NS GC SC ER FSD ESC, the paper's column order
+# What made a row (empty for the paper's rows):
+# code_commit: every commit whose code made a score of the row (training, also of the model it
+#   was initialised from, embedding, scoring), distinct ones joined with '+'; "unknown" outside git
+# code_dirty: whether any of them ran on a tree that differed from its commit (empty: unknown)
+# run_key: the training run (name of its step-checkpoint directory)
+# settings_sha256, train_data_sha256: 12-hex prefixes of the model's settings and training-data hashes
+# eval_data_sha256: 12-hex prefix of one hash over the row's task-folder hashes in column order
+PROVENANCE_COLUMNS = ["code_commit", "code_dirty", "run_key", "settings_sha256", "train_data_sha256",
+                      "eval_data_sha256"]
+SHORT_HASH = 12
 
 
 def task_short_name(task_dir: str | Path) -> str:
@@ -36,6 +48,31 @@ def encoder_params_m(checkpoint: str | Path) -> float:
     return paper_param_count(load_model(checkpoint)) / 1e6
 
 
+def _joined(values: list) -> str:
+    """Distinct values in order, joined with '+' (several only if the row's scores disagree)."""
+    return "+".join(dict.fromkeys(UNKNOWN if v is None else str(v) for v in values))
+
+
+def row_provenance(score_results: list[dict]) -> dict:
+    """The provenance columns of one row from its score files' results, in column order."""
+    provs = [r.get("provenance") for r in score_results]
+    code = merge_code_states(*(state for p in provs for state in result_code_states(p)))
+    models = [(p or {}).get("model") or {} for p in provs]
+
+    def model_field(key: str, short: bool) -> str:
+        return _joined([m[key][:SHORT_HASH] if short and m.get(key) else m.get(key) for m in models])
+
+    task_hashes = [(p or {}).get("task_data_sha256") for p in provs]
+    return {
+        "code_commit": code["code_commit"],
+        "code_dirty": code["code_dirty"],
+        "run_key": model_field("run_key", False),
+        "settings_sha256": model_field("settings_sha256", True),
+        "train_data_sha256": model_field("train_data_sha256", True),
+        "eval_data_sha256": UNKNOWN if None in task_hashes else combine_sha256(task_hashes)[:SHORT_HASH],
+    }
+
+
 def build_table(spec: list[dict], scores: dict[tuple[str, str], dict], task_short: dict[str, str],
                 params_m: dict[str, float]) -> pd.DataFrame:
     """One row per model (and the paper's row beside it); scores in percent."""
@@ -52,6 +89,8 @@ def build_table(spec: list[dict], scores: dict[tuple[str, str], dict], task_shor
             fractions[short] = s["score"]
         row["global"] = round(global_score(fractions), 1) if set(fractions) == set(SHORT) else None
         row["params_m"] = round(params_m[name], 2)
+        in_columns = sorted(task_short, key=lambda t: SHORT.index(task_short[t]))
+        row.update(row_provenance([scores[(name, t)] for t in in_columns]))
         rows.append(row)
         line = m.get("paper_line")
         if line is not None:
@@ -63,6 +102,7 @@ def build_table(spec: list[dict], scores: dict[tuple[str, str], dict], task_shor
             prow["global"], prow["params_m"] = p["global"], p["params_m"]
             rows.append(prow)
     cols = ["model", "label", "source"] + [c for s in SHORT for c in (s, f"{s}_ci")] + ["global", "params_m"]
+    cols += PROVENANCE_COLUMNS
     return pd.DataFrame(rows).reindex(columns=cols)
 
 
@@ -83,7 +123,21 @@ def to_markdown(table: pd.DataFrame) -> str:
             "(100 iterations, distance to the furthest bound). Global: clipped z-scores against the HEAR 2021 "
             "entries, x100. Params: encoder parameters (the paper's count). Rows in italics are the paper's "
             "Table 1 lines the experiment reproduces.\n")
-    return "\n".join(lines) + "\n" + note
+    return "\n".join(lines) + "\n" + note + provenance_notes(table)
+
+
+def provenance_notes(table: pd.DataFrame) -> str:
+    """One short line per row of ours: what made it (the full values are in the CSV)."""
+    ours = table[table["source"] == "ours"]
+    if not len(ours) or "code_commit" not in table:
+        return ""
+    out = ["\nProvenance (code commit; run key; SHA-256 prefixes of settings, training data, evaluation data):\n"]
+    for _, r in ours.iterrows():
+        commit = "+".join(c[:SHORT_HASH] for c in str(r["code_commit"]).split("+"))
+        dirty = {True: " (dirty)", False: ""}.get(r["code_dirty"], " (dirty: unknown)")
+        out.append(f"- {r['label']}: {commit}{dirty}; run {r['run_key']}; settings {r['settings_sha256']}, "
+                   f"train {r['train_data_sha256']}, eval {r['eval_data_sha256']}")
+    return "\n".join(out) + "\n"
 
 
 def make_table(spec: list[dict], score_files: list[str | Path], task_dirs: list[str | Path],

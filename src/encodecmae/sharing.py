@@ -16,13 +16,15 @@ from pathlib import Path
 def table_metrics(table_csv: str | Path) -> dict[str, dict[str, float]]:
     import pandas as pd
 
+    from .report import PROVENANCE_COLUMNS
+
     table = pd.read_csv(table_csv)
     ours = table[table["source"] == "ours"]
     metrics = {}
     for _, row in ours.iterrows():
         values = {}
         for col, v in row.items():
-            if col in ("model", "label", "source"):
+            if col in ("model", "label", "source", *PROVENANCE_COLUMNS):  # hashes may read as numbers
                 continue
             try:
                 v = float(v)
