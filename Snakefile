@@ -4,7 +4,7 @@
 # use `--configfile config/paper.yaml`.
 import sys
 
-from snakemake.utils import min_version, validate
+from snakemake.utils import min_version
 
 min_version("9.0")
 
@@ -23,7 +23,14 @@ if not workflow.config_settings.configfiles:
     configfile: f"{workflow.basedir}/config/config.yaml"
 
 
-validate(config, "workflow/schemas/config.schema.yaml")
+# Checked against the schema (its defaults filled in), with a short message naming the bad key.
+from encodecmae.config_check import ConfigError, check_config
+
+try:
+    check_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml",
+                 source=", ".join(map(str, workflow.config_settings.configfiles)) or "config/config.yaml")
+except ConfigError as e:
+    raise ConfigError(str(e)) from None  # the message says it all; no traceback into the checker
 
 
 report: "workflow/report/workflow.rst"

@@ -215,6 +215,30 @@ def test_task_layout(tasks_root, name):
 
 
 @pytest.mark.parametrize("name", sorted(demo.TASKS))
+def test_task_label_vocabulary_csv(tasks_root, name):
+    """labelvocabulary.csv as hear-preprocess writes it (hear-eval-kit reads the vocabulary from
+    it): header idx,label, one row per label, in the metadata's order."""
+    import pandas as pd
+
+    from encodecmae.downstream import label_vocabulary
+
+    task_dir = tasks_root / name
+    meta, _ = _read_task(task_dir)
+    path = task_dir / "labelvocabulary.csv"
+    lines = path.read_text().split("\n")
+    assert lines[0] == "idx,label" and lines[-1] == ""
+    assert lines[1:-1] == [f"{i},{label}" for i, label in enumerate(meta["label_vocabulary"])]
+    # read as hear-eval-kit does (pandas; numeric labels such as pitches come back as numbers)
+    vocab = pd.read_csv(path)
+    assert list(vocab.columns) == ["idx", "label"] and len(vocab) == vocab["idx"].max() + 1
+    assert vocab["label"].astype(str).tolist() == meta["label_vocabulary"]
+    # our reader takes either source of the vocabulary, with the same result
+    no_vocab = {k: v for k, v in meta.items() if k != "label_vocabulary"}
+    assert [str(v) for v in label_vocabulary(no_vocab, task_dir)] == meta["label_vocabulary"]
+    assert label_vocabulary(meta, task_dir) == meta["label_vocabulary"]
+
+
+@pytest.mark.parametrize("name", sorted(demo.TASKS))
 def test_task_audio_is_sane(tasks_root, name):
     """Every clip is audible, not clipped, and (except _silence_) not just noise floor."""
     meta, labels = _read_task(tasks_root / name)

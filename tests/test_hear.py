@@ -57,3 +57,19 @@ def test_long_audio_is_cut_into_4s_chunks_and_concatenated(debug_checkpoint):
     parts = emb.frames([x[:96_000], x[96_000:192_000], x[192_000:]])
     assert np.allclose(frames, np.concatenate(parts), atol=1e-5)
     assert np.allclose(emb.scenes([x])[0], frames.mean(0), atol=1e-6)
+
+
+def test_numpy_audio_gives_the_same_torch_tensors(model):
+    """HEAR's runner may hand numpy arrays (float64 from soundfile): the outputs stay float32
+    torch tensors, equal to those of the same audio as a tensor."""
+    audio = 0.1 * np.random.default_rng(2).standard_normal((2, 16_000 * 2))  # float64
+    ref_scene = hear.get_scene_embeddings(torch.from_numpy(audio).float(), model)
+    ref_emb, ref_ts = hear.get_timestamp_embeddings(torch.from_numpy(audio).float(), model)
+    scene = hear.get_scene_embeddings(audio, model)
+    emb, ts = hear.get_timestamp_embeddings(audio, model)
+    for got, ref in ((scene, ref_scene), (emb, ref_emb), (ts, ref_ts)):
+        assert isinstance(got, torch.Tensor) and got.dtype == torch.float32 and got.device.type == "cpu"
+        assert got.shape == ref.shape and torch.allclose(got, ref, atol=1e-5)
+    assert torch.allclose(hear.get_scene_embeddings(audio.astype(np.float32), model), ref_scene, atol=1e-5)
+    with pytest.raises(ValueError, match=r"audio\[None\]"):
+        hear.get_scene_embeddings(audio[0], model)

@@ -10,7 +10,8 @@ their content.
   files of 1-60 s at 16/22.05/24/44.1/48 kHz, mono and stereo, WAV 16-bit / WAV float / FLAC,
   plus ``out_dir/files.tsv``.
 - ``make_task(name, out_dir, seed)``: one task of ``TASKS`` in the HEAR layout under
-  ``out_dir/name/`` (``task_metadata.json``, ``{split}.json``, ``16000/{split}/{file}``).
+  ``out_dir/name/`` (``task_metadata.json``, ``labelvocabulary.csv``, ``{split}.json``,
+  ``16000/{split}/{file}``).
   As in hear-preprocess, the keys of ``{split}.json`` are the audio file names, ``.wav``
   included: the clip is ``16000/{split}/{key}``.
 
@@ -41,6 +42,7 @@ into place at the end, so an interrupted run leaves no half-written output.
 from __future__ import annotations
 
 import argparse
+import csv
 import hashlib
 import json
 import shutil
@@ -1848,7 +1850,18 @@ def make_task(
         meta["split_mode"] = "new_split_kfold" if spec.mode == "folds" else "trainvaltest"
         meta["sample_duration"] = None if spec.variable_length else spec.clip_seconds
         (tmp / "task_metadata.json").write_text(json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        # the vocabulary also as hear-preprocess keeps it, where hear-eval-kit reads it
+        write_label_vocabulary(tmp / "labelvocabulary.csv", meta["label_vocabulary"])
     return final
+
+
+def write_label_vocabulary(path: str | Path, labels) -> None:
+    """``labelvocabulary.csv`` as hear-preprocess writes it (pandas ``to_csv``, no index): the
+    header ``idx,label``, then ``i,label`` for each label in index order."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["idx", "label"])
+        w.writerows(enumerate(labels))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1890,7 +1903,7 @@ def register(subparsers) -> None:
         "make-demo-task",
         help="synthesise one demo downstream task in the HEAR layout",
         description="Write demo task --name under --out/NAME (atomically): task_metadata.json, "
-        "{split}.json ({file name: [labels]}) and 16000/{split}/*.wav.",
+        "labelvocabulary.csv, {split}.json ({file name: [labels]}) and 16000/{split}/*.wav.",
     )
     p.add_argument("--name", required=True, choices=sorted(TASKS), help="task to write")
     p.add_argument("--out", type=Path, required=True, help="parent directory; the task goes to OUT/NAME")

@@ -15,7 +15,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tqdm import tqdm
+from .progress import Progress
 
 ENCODEC_24KHZ_URL = "https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th"
 # EnCodec names its checkpoints after the first 8 hex digits of their SHA-256.
@@ -47,12 +47,11 @@ def _check_hex(name: str, value: str | None) -> str | None:
 
 
 def _fetch(url: str, partial: Path, timeout: float, desc: str) -> str:
-    """Stream ``url`` into ``partial`` with a byte progress bar; return the SHA-256 hex digest."""
+    """Stream ``url`` into ``partial``, printing progress lines; return the SHA-256 hex digest."""
     h = hashlib.sha256()
     with urllib.request.urlopen(url, timeout=timeout) as resp, open(partial, "wb") as f:
         total = resp.headers.get("Content-Length")
-        with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
-                  desc=desc, mininterval=1.0) as bar:
+        with Progress(desc, total=int(total) if total else None, unit="B", scale=True) as bar:
             for block in iter(lambda: resp.read(_CHUNK), b""):
                 f.write(block)
                 h.update(block)

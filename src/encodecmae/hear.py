@@ -5,7 +5,9 @@
 32, 44.1 and 48 kHz, never 24 kHz, so the model declares 16 kHz and resamples to 24 kHz
 internally. Scene embeddings: mean over time of the last encoder layer, after cutting the
 audio into 4-s chunks (the paper's protocol). Timestamps are frame centres in milliseconds,
-regularly spaced at 1000 / 75 ms. Outputs are float32 tensors on the input's device.
+regularly spaced at 1000 / 75 ms. Audio is a torch tensor or a numpy array [n_sounds, n_samples]
+(any float or integer dtype, taken as is); outputs are float32 torch tensors, on the input
+tensor's device (the CPU for a numpy array), as the HEAR API specifies.
 """
 
 from __future__ import annotations
@@ -34,15 +36,24 @@ class HearModel(nn.Module):
         self.timestamp_embedding_size = int(model.cfg.d_model)
         self.layer, self.batch_size = layer, batch_size
 
-    def frames(self, audio: torch.Tensor) -> torch.Tensor:
+    def frames(self, audio: torch.Tensor | np.ndarray) -> torch.Tensor:
         """[n, samples] at ``sample_rate`` -> [n, frames, D] float32."""
+        audio = as_tensor(audio)
         if audio.ndim != 2:
-            raise ValueError(f"audio must be [n_sounds, n_samples], got shape {tuple(audio.shape)}")
+            hint = " (one sound: audio[None])" if audio.ndim == 1 else ""
+            raise ValueError(f"audio must be [n_sounds, n_samples], got shape {tuple(audio.shape)}{hint}")
         device = next(self.model.parameters()).device
         wav = AF.resample(audio.detach().float().cpu(), self.sample_rate, SAMPLE_RATE)
         clips = list(wav.numpy())
         emb = embed_clips(self.model, clips, self.layer, self.batch_size, device)
         return torch.from_numpy(np.stack(emb)).to(audio.device)
+
+
+def as_tensor(audio: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """The audio as a torch tensor: tensors as they are, numpy arrays (or lists) on the CPU."""
+    if isinstance(audio, torch.Tensor):
+        return audio
+    return torch.from_numpy(np.array(audio, copy=True))
 
 
 def load_model(model_file_path: str = "", sample_rate: int = HEAR_SAMPLE_RATE) -> HearModel:
@@ -54,13 +65,14 @@ def load_model(model_file_path: str = "", sample_rate: int = HEAR_SAMPLE_RATE) -
     return HearModel(_load_checkpoint(path, device), sample_rate)
 
 
-def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[torch.Tensor, torch.Tensor]:
+def get_timestamp_embeddings(audio: torch.Tensor | np.ndarray, model: HearModel) -> tuple[torch.Tensor, torch.Tensor]:
     """(embeddings float32 [n, frames, D], timestamps_ms float32 [n, frames])."""
+    audio = as_tensor(audio)
     emb = model.frames(audio)
     ts = torch.from_numpy(frame_times_ms(emb.shape[1])).to(audio.device)
     return emb, ts[None, :].expand(emb.shape[0], -1).contiguous()
 
 
-def get_scene_embeddings(audio: torch.Tensor, model: HearModel) -> torch.Tensor:
+def get_scene_embeddings(audio: torch.Tensor | np.ndarray, model: HearModel) -> torch.Tensor:
     """float32 [n, D]: mean over time of the last-layer frame embeddings."""
     return model.frames(audio).mean(dim=1)

@@ -21,10 +21,10 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
-from tqdm import tqdm
 
 from . import HOP, SAMPLE_RATE
 from .audio import AudioError, load_audio
+from .progress import progress
 
 MANIFEST_COLUMNS = ["clip_id", "source", "offset", "n_samples"]
 INT16_SCALE = 32767.0
@@ -88,7 +88,7 @@ def write_shard(files: Iterable[str | Path], out_dir: str | Path, min_samples: i
     chunks: list[np.ndarray] = []
     rows = []
     offset = 0
-    for f in tqdm(files, desc=f"resample {out_dir.name}", unit="file", mininterval=2.0):
+    for f in progress(files, f"resample {out_dir.name}", unit="file"):
         wav = load_audio(f, SAMPLE_RATE)
         n = (len(wav) // HOP) * HOP
         if n < max(min_samples, HOP):

@@ -17,20 +17,23 @@ import csv
 import json
 import math
 import os
+import random
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
-from tqdm import tqdm
 
 from . import checkpoint as ckpt_io
+from . import provenance
 from .data import Batch, Corpus, StepDataset
 from .loss import mae_loss
 from .masking import valid_mask
 from .model import EncodecMAE, ModelConfig, count_parameters
+from .progress import format_duration
 
 
 @dataclass
@@ -154,6 +157,23 @@ def scalars(parts: dict[str, torch.Tensor], prefix: str = "") -> dict[str, float
     return out
 
 
+def progress_line(row: dict, total: int, start: int, elapsed: float) -> str:
+    """One line of the job log per metrics row: ``train: step 40/200 (20%), loss 5.1234,
+    masked_acc 0.123, lr 1.0e-03, 12.3 clips/s, elapsed 0:01:02, ETA 0:04:08`` (plus
+    ``val_loss`` when the row has one); the ETA is from this job's steps (``start``: resumed at)."""
+    step = row["step"]
+    parts = [f"step {step}/{total} ({100 * step / max(total, 1):.0f}%)", f"loss {row['loss']:.4f}"]
+    if row.get("masked_acc") is not None:
+        parts.append(f"masked_acc {row['masked_acc']:.3f}")
+    if row.get("val_loss") is not None:
+        parts.append(f"val_loss {row['val_loss']:.4f}")
+    parts += [f"lr {row['lr']:.1e}", f"{row['clips_per_s']:.1f} clips/s", f"elapsed {format_duration(elapsed)}"]
+    done = step - start
+    if done > 0 and elapsed > 0:
+        parts.append(f"ETA {format_duration((total - step) * elapsed / done)}")
+    return "train: " + ", ".join(parts)
+
+
 @torch.no_grad()
 def validate(model: EncodecMAE, corpus: Corpus, cfg: TrainConfig, gamma, device, autocast) -> dict[str, float]:
     """Mean of the loss parts over the fixed held-out crops (weighted by clips per batch)."""
@@ -211,6 +231,8 @@ def train(cfg: TrainConfig) -> Path:
 
     corpus = Corpus(cfg.shards, cfg.targets, n_val=cfg.val_clips, seed=cfg.seed)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    random.seed(cfg.seed)  # the global Python and numpy generators too: their states are saved
+    np.random.seed(cfg.seed)  # in every checkpoint, so two runs write the same bytes
     model, extra = build_training_model(cfg, corpus.n_streams)
     model.to(device).train()
     gamma = resolve_gamma(cfg, corpus.n_streams).to(device)
@@ -236,7 +258,13 @@ def train(cfg: TrainConfig) -> Path:
     ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) \
         if world > 1 else model
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
-    resolved = {"train": {k: v for k, v in asdict(cfg).items()}, "world_size": world, **extra}
+    # The settings of the run, without those of one job (threads, device, workers, logging,
+    # paths it writes): a job given other cores writes the same checkpoint bytes.
+    resolved = {"train": {k: v for k, v in asdict(cfg).items() if k not in RESUME_MAY_CHANGE or k == "steps"},
+                "world_size": world, **extra}
+    # What makes this model (code commit, run key, settings and data hashes), in every checkpoint.
+    prov = provenance.model_provenance(asdict(cfg), resumed_from=state.get("provenance") if existing else None) \
+        if main else None
     if main:
         counts = count_parameters(model)
         print(f"model {model.cfg.size} ({model.cfg.input}): {counts['encoder'] / 1e6:.1f} M encoder parameters, "
@@ -244,7 +272,9 @@ def train(cfg: TrainConfig) -> Path:
               f"{len(corpus.val_clips)} validation clips; batch {cfg.batch_size} = {world} ranks x "
               f"{cfg.grad_accum} accumulation x {micro}", flush=True)
 
-    columns = ["step", "lr", "clips_per_s", "frames_per_s"]
+    # What the run computed, nothing about how fast: two runs of the same settings write the same
+    # file (DVC versions it). Speed (clips/s) goes to the log lines.
+    columns = ["step", "lr"]
     probe = {"loss": 0, "masked_ce": torch.zeros(corpus.n_streams), "unmasked_ce": torch.zeros(corpus.n_streams),
              "masked_acc": torch.zeros(corpus.n_streams)}
     columns += list(scalars(probe)) + list(scalars(probe, "val_"))
@@ -253,7 +283,7 @@ def train(cfg: TrainConfig) -> Path:
     def payload(step: int, with_optimizer: bool) -> dict:
         d = {"model": model.state_dict(), "model_config": model.cfg.to_dict(), "step": step,
              "config": resolved, "code_version": ckpt_io.code_version(), "gamma": gamma.tolist(),
-             "rng": ckpt_io.rng_state()}
+             "rng": ckpt_io.rng_state(), "provenance": prov}
         if with_optimizer:
             d["optimizer"] = opt.state_dict()
         return d
@@ -263,7 +293,7 @@ def train(cfg: TrainConfig) -> Path:
         sampler=range(start, cfg.steps), batch_size=None, num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda", persistent_workers=False,
         prefetch_factor=4 if cfg.num_workers else None)
-    bar = tqdm(total=cfg.steps, initial=start, desc="train", unit="step", disable=not main, mininterval=5.0)
+    t_start = time.perf_counter()  # of this job's steps: elapsed time and ETA of the progress lines
     t_last, steps_since = time.perf_counter(), 0
     step = start
     for step_idx, batch in zip(range(start, cfg.steps), loader):
@@ -299,14 +329,12 @@ def train(cfg: TrainConfig) -> Path:
                 row.update(validate(model, corpus, cfg, gamma, device, autocast))
             if main:
                 writer.write(row)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", clips_s=f"{rate:.1f}")
-        bar.update(1)
+                print(progress_line(row, cfg.steps, start, time.perf_counter() - t_start), flush=True)
         if step % cfg.checkpoint_every == 0 and step < cfg.steps:
             if main:
                 ckpt_io.save(ckpt_dir / f"step_{step:07d}.pt", payload(step, with_optimizer=True))
             if world > 1:
                 dist.barrier()
-    bar.close()
     out = Path(cfg.out)
     if main:
         ckpt_io.save(out, payload(step, with_optimizer=False))
