@@ -292,6 +292,9 @@ def train(cfg: TrainConfig) -> Path:
         StepDataset(corpus, cfg.batch_size, cfg.seed, cfg.mask_prop, cfg.mask_gap),
         sampler=range(start, cfg.steps), batch_size=None, num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda", persistent_workers=False,
+        # its own generator: each new iterator draws a base seed, which must not come from the
+        # global RNG (saved in checkpoints), or a resumed job would end in another RNG state
+        generator=torch.Generator().manual_seed(cfg.seed),
         prefetch_factor=4 if cfg.num_workers else None)
     t_start = time.perf_counter()  # of this job's steps: elapsed time and ETA of the progress lines
     t_last, steps_since = time.perf_counter(), 0
