@@ -280,9 +280,11 @@ def train(cfg: TrainConfig) -> Path:
     columns += list(scalars(probe)) + list(scalars(probe, "val_"))
     writer = MetricsWriter(cfg.metrics, columns, start) if main else None
 
+    version = ckpt_io.code_version() if main else None  # git runs once per job, not per checkpoint
+
     def payload(step: int, with_optimizer: bool) -> dict:
         d = {"model": model.state_dict(), "model_config": model.cfg.to_dict(), "step": step,
-             "config": resolved, "code_version": ckpt_io.code_version(), "gamma": gamma.tolist(),
+             "config": resolved, "code_version": version, "gamma": gamma.tolist(),
              "rng": ckpt_io.rng_state(), "provenance": prov}
         if with_optimizer:
             d["optimizer"] = opt.state_dict()
