@@ -24,7 +24,7 @@ if not workflow.config_settings.configfiles:
 
 
 # Checked against the schema (its defaults filled in), with a short message naming the bad key.
-from encodecmae.config_check import ConfigError, check_config
+from encodecmae.workflow.config_check import ConfigError, check_config
 
 try:
     check_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml",

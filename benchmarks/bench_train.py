@@ -17,9 +17,10 @@ from contextlib import nullcontext
 import torch
 
 from encodecmae import CROP_FRAMES, CROP_SAMPLES, SAMPLE_RATE
-from encodecmae.loss import mae_loss
-from encodecmae.masking import span_mask, valid_mask
-from encodecmae.model import EncodecMAE, ModelConfig
+from encodecmae.model.loss import mae_loss
+from encodecmae.model.masking import span_mask, valid_mask
+from encodecmae.model.config import ModelConfig
+from encodecmae.model.transformer import EncodecMAE
 
 DEFAULT_BATCH = {"cpu": {"debug": 16, "small": 4, "base": 4, "large": 2},
                  "cuda": {"debug": 128, "small": 128, "base": 128, "large": 64}}
@@ -65,7 +66,7 @@ def bench_train(size: str, device: torch.device, batch: int, steps: int, warmup:
 
 
 def bench_tokenize(device: torch.device, batch: int, reps: int) -> float:
-    from encodecmae.targets import EncodecTokenizer
+    from encodecmae.targets.codec import EncodecTokenizer
 
     tok = EncodecTokenizer(None).to(device)
     wav = 0.1 * torch.randn(batch, CROP_SAMPLES, device=device)

@@ -1,10 +1,10 @@
 # Helpers shared by the rule files. Anything with logic worth testing lives in the package
-# (encodecmae.experiments); these functions only map wildcards to paths and parameters.
+# (encodecmae.workflow.experiments); these functions only map wildcards to paths and parameters.
 import json
 import shlex
 from pathlib import Path
 
-from encodecmae.experiments import inference_mem_mb, resolve, train_args, train_resources
+from encodecmae.workflow.experiments import inference_mem_mb, resolve, train_args, train_resources
 
 D = config["data_dir"]
 # The corpus -> tokens -> pretraining -> self-training chain is the critical path: its jobs go
@@ -181,7 +181,7 @@ def table_spec():
     )
 
 
-# --- cluster resources (sized in encodecmae.experiments.train_resources) --------------------------
+# --- cluster resources (sized in encodecmae.workflow.experiments.train_resources) --------------------------
 
 
 def train_resource(key):

@@ -10,7 +10,7 @@ import pytest
 import soundfile as sf
 
 from encodecmae import HOP, SAMPLE_RATE
-from encodecmae.shards import Shard, save_targets, write_shard
+from encodecmae.data.shards import Shard, save_targets, write_shard
 from workflow_helpers import snakemake
 
 N_TONES = 16
@@ -65,8 +65,9 @@ def debug_checkpoint(tmp_path_factory):
     """An untrained debug-size model saved as a checkpoint file (enough for API tests)."""
     import torch
 
-    from encodecmae import checkpoint as ckpt_io
-    from encodecmae.model import EncodecMAE, ModelConfig
+    from encodecmae.training import checkpoints as ckpt_io
+    from encodecmae.model.config import ModelConfig
+    from encodecmae.model.transformer import EncodecMAE
 
     torch.manual_seed(0)
     model = EncodecMAE(ModelConfig.from_size("debug", input="mel128"))

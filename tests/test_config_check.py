@@ -10,7 +10,7 @@ import pytest
 import yaml
 from workflow_helpers import CI_CONFIG, REPO, edited_config, snakemake
 
-from encodecmae.config_check import ConfigError, check_config, format_path
+from encodecmae.workflow.config_check import ConfigError, check_config, format_path
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 CI = yaml.safe_load(CI_CONFIG.read_text())
@@ -140,7 +140,7 @@ def test_format_path():
 
 
 def test_imports_no_torch():
-    code = "import sys, encodecmae.config_check; assert 'torch' not in sys.modules"
+    code = "import sys, encodecmae.workflow.config_check, encodecmae.workflow.experiments; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from encodecmae import checkpoint as ckpt_io
-from encodecmae.extract import embed_clips
-from encodecmae.train import train
+from encodecmae.training import checkpoints as ckpt_io
+from encodecmae.evaluation.embed import embed_clips
+from encodecmae.training.loop import train
 
 from test_train import base_cfg, read_metrics
 

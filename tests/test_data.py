@@ -6,9 +6,9 @@ import pytest
 import soundfile as sf
 
 from encodecmae import CROP_FRAMES, HOP
-from encodecmae.audio import AudioError, load_audio
-from encodecmae.data import Corpus
-from encodecmae.shards import Shard, save_targets, write_shard
+from encodecmae.data.audio import AudioError, load_audio
+from encodecmae.training.batches import Corpus
+from encodecmae.data.shards import Shard, save_targets, write_shard
 
 
 def test_shard_resamples_mixes_and_trims(tmp_path):

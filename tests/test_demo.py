@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from encodecmae import demo
+from encodecmae.demo import synth as demo
 
 TEST_SCALE = 0.5  # clips per class relative to the default task size (keeps the tests fast)
 META_KEYS = {
@@ -220,7 +220,7 @@ def test_task_label_vocabulary_csv(tasks_root, name):
     it): header idx,label, one row per label, in the metadata's order."""
     import pandas as pd
 
-    from encodecmae.downstream import label_vocabulary
+    from encodecmae.evaluation.protocol import label_vocabulary
 
     task_dir = tasks_root / name
     meta, _ = _read_task(task_dir)
@@ -373,7 +373,7 @@ def test_corpus_duration_and_variety(corpus):
 
 
 def test_corpus_audio_is_sane_and_loads(corpus):
-    from encodecmae.audio import load_audio
+    from encodecmae.data.audio import load_audio
 
     rows = demo.read_files_tsv(corpus / "files.tsv")
     for r in rows:

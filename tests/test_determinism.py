@@ -75,9 +75,9 @@ for argv in stages:
 # HEAR MLP after a few epochs.
 import numpy as np
 import torch
-from encodecmae.downstream import HParams, train_mlp
-from encodecmae.shards import Shard
-from encodecmae.targets import EncodecTokenizer
+from encodecmae.evaluation.protocol import HParams, train_mlp
+from encodecmae.data.shards import Shard
+from encodecmae.targets.codec import EncodecTokenizer
 
 shard = Shard.open(shards[1])
 wav = torch.from_numpy(shard.segment(0, 3 * 48000).reshape(3, 48000))
@@ -116,7 +116,7 @@ def make_task(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def runs(tone_corpus, debug_checkpoint, tmp_path_factory) -> dict[str, Path]:
     """The outputs of every stage, per run: {"t1": dir, "t1_again": dir, "t2": dir}."""
-    from encodecmae.targets import fit_codebooks, shard_clips
+    from encodecmae.targets.codec import fit_codebooks, shard_clips
 
     root = tmp_path_factory.mktemp("determinism")
     # One codec for the tokenisation stages of every run (fitted here, in this process), so

@@ -10,7 +10,7 @@ from functools import partial
 
 import pytest
 
-from encodecmae.download import (
+from encodecmae.data.download import (
     ENCODEC_24KHZ_SHA256_PREFIX,
     ENCODEC_24KHZ_URL,
     DownloadError,
@@ -135,7 +135,7 @@ def test_download_archives_verifies_and_unpacks_zip_and_tar(server, tmp_path):
     import tarfile
     import zipfile
 
-    from encodecmae.download import DownloadError, download_archives, sha256_file
+    from encodecmae.data.download import DownloadError, download_archives, sha256_file
 
     base, root = server, tmp_path / "www"
     (tmp_path / "src").mkdir()

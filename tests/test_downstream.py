@@ -14,9 +14,9 @@ import torch
 from sklearn.metrics import average_precision_score
 from sklearn.model_selection import ParameterGrid
 
-from encodecmae import downstream as ds
+from encodecmae.evaluation import protocol as ds
 from encodecmae import provenance
-from encodecmae.downstream import HParams
+from encodecmae.evaluation.protocol import HParams
 
 # The 8 grid points the kit evaluates: ParameterGrid order shuffled after seed_everything(42).
 KIT_GRID_8 = [

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from encodecmae.experiments import ConfigError, resolve, train_args
+from encodecmae.workflow.experiments import ConfigError, resolve, train_args
 
 REPO = Path(__file__).resolve().parents[1]
 

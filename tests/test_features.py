@@ -6,8 +6,8 @@ import torch
 from torchaudio.compliance import kaldi
 
 from encodecmae import CROP_FRAMES, CROP_SAMPLES, FRAME_RATE, HOP, SAMPLE_RATE
-from encodecmae.extract import chunk_bounds, frame_times_ms
-from encodecmae.features import LogMel, build_frontend, n_frames
+from encodecmae.evaluation.embed import chunk_bounds, frame_times_ms
+from encodecmae.model.features import LogMel, build_frontend, n_frames
 
 
 def test_frame_arithmetic():

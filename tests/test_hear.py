@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from encodecmae import hear
-from encodecmae.extract import Embedder
+from encodecmae.evaluation import hear
+from encodecmae.evaluation.embed import Embedder
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from encodecmae.loss import mae_loss
+from encodecmae.model.loss import mae_loss
 
 
 def test_loss_matches_hand_computation():

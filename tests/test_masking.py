@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from encodecmae.masking import (gather_frames, scatter_frames, span_mask, span_mask_from_ranks, start_ranks,
+from encodecmae.model.masking import (gather_frames, scatter_frames, span_mask, span_mask_from_ranks, start_ranks,
                                 valid_mask, visible_indices)
 
 

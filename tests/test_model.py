@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from encodecmae.masking import span_mask
-from encodecmae.model import EncodecMAE, ModelConfig, count_parameters, paper_param_count
+from encodecmae.model.masking import span_mask
+from encodecmae.model.config import ModelConfig
+from encodecmae.model.transformer import EncodecMAE, count_parameters, paper_param_count
 
 
 class FeaturesIn(nn.Module):

@@ -119,7 +119,7 @@ def test_this_checkout():
     state = pv.code_state()
     assert state["code_commit"] == expected and len(expected) == 40
     assert isinstance(state["code_dirty"], bool)
-    from encodecmae.checkpoint import code_version
+    from encodecmae.training.checkpoints import code_version
 
     assert code_version().split("+g")[1][:12] == expected[:12]
 
@@ -253,10 +253,10 @@ def run_cli(*args: str) -> str:
 def test_provenance_flows_from_training_to_table1(tone_corpus, tmp_path):
     import torch
 
-    from encodecmae import checkpoint as ckpt_io
-    from encodecmae.extract import embed_task
-    from encodecmae.report import make_table
-    from encodecmae.train import TrainConfig, train
+    from encodecmae.training import checkpoints as ckpt_io
+    from encodecmae.evaluation.embed import embed_task
+    from encodecmae.report.table import make_table
+    from encodecmae.training.loop import TrainConfig, train
 
     torch.set_num_threads(1)
     shards, targets = tone_corpus

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from encodecmae.provenance import combine_sha256
-from encodecmae.report import PROVENANCE_COLUMNS, SHORT, make_table
-from encodecmae.sharing import table_metrics
+from encodecmae.report.table import PROVENANCE_COLUMNS, SHORT, make_table
+from encodecmae.report.sharing import table_metrics
 
 # config order of the tasks differs from the paper's column order (NS GC SC ER FSD ESC)
 TASKS = {"scenes": "ESC", "pitch": "NS", "genre": "GC", "keywords": "SC", "emotion": "ER", "events": "FSD"}

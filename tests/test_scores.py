@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from encodecmae import scores
-from encodecmae.scores import PAPER_TASKS, global_score, leaderboard_stats, paper_table1
+from encodecmae.evaluation import scores
+from encodecmae.evaluation.scores import PAPER_TASKS, global_score, leaderboard_stats, paper_table1
 
 SHORT = list(PAPER_TASKS)
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 from sklearn.cluster import KMeans
 
-from encodecmae import checkpoint as ckpt_io
-from encodecmae.extract import Embedder
-from encodecmae.selftrain import assign_clusters, dump_features, fit_kmeans, load_centroids
-from encodecmae.targets import nearest_code
-from encodecmae.shards import Shard, load_targets
-from encodecmae.train import TrainConfig, train
+from encodecmae.training import checkpoints as ckpt_io
+from encodecmae.evaluation.embed import Embedder
+from encodecmae.selftrain.clusters import assign_clusters, dump_features, fit_kmeans, load_centroids
+from encodecmae.targets.codec import nearest_code
+from encodecmae.data.shards import Shard, load_targets
+from encodecmae.training.loop import TrainConfig, train
 
 
 def test_cluster_assignment_equals_sklearn_predict():

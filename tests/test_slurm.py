@@ -22,7 +22,7 @@ import pytest
 import torch
 import yaml
 
-from encodecmae.experiments import resolve, train_resources
+from encodecmae.workflow.experiments import resolve, train_resources
 from workflow_helpers import ENV
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,8 +16,8 @@ import torch
 from scipy.signal import lfilter
 
 from encodecmae import CROP_FRAMES, CROP_SAMPLES, HOP, SAMPLE_RATE
-from encodecmae.shards import Shard, load_targets, write_shard
-from encodecmae.targets import (
+from encodecmae.data.shards import Shard, load_targets, write_shard
+from encodecmae.targets.codec import (
     EncodecTokenizer,
     build_encodec,
     codebook_usage,

@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from encodecmae import checkpoint as ckpt_io
+from encodecmae.training import checkpoints as ckpt_io
 from encodecmae import provenance
-from encodecmae.model import EncodecMAE, ModelConfig
+from encodecmae.model.config import ModelConfig
+from encodecmae.model.transformer import EncodecMAE
 from encodecmae.progress import Progress, format_duration, progress
-from encodecmae.train import TrainConfig, train
+from encodecmae.training.loop import TrainConfig, train
 
 
 def base_cfg(tone_corpus, out: Path, **kw) -> TrainConfig:

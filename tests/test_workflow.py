@@ -74,7 +74,7 @@ def test_end_to_end_writes_table_logs_and_benchmarks(ci_run):
     assert "| Model |" in md and "NS" in md
     # every row of ours names its code commit, training run and data (the paper's rows nothing)
     from encodecmae.provenance import code_state
-    from encodecmae.report import PROVENANCE_COLUMNS
+    from encodecmae.report.table import PROVENANCE_COLUMNS
 
     prov = pd.read_csv(ci_run / "results" / "table1.csv", dtype=str, keep_default_na=False)
     ours_prov = prov[prov.source == "ours"].set_index("model")

@@ -16,7 +16,7 @@ from pathlib import Path
 def table_metrics(table_csv: str | Path) -> dict[str, dict[str, float]]:
     import pandas as pd
 
-    from .report import PROVENANCE_COLUMNS
+    from encodecmae.report.table import PROVENANCE_COLUMNS
 
     table = pd.read_csv(table_csv)
     ours = table[table["source"] == "ours"]

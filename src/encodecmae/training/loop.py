@@ -27,13 +27,14 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from . import checkpoint as ckpt_io
-from . import provenance
-from .data import Batch, Corpus, StepDataset
-from .loss import mae_loss
-from .masking import valid_mask
-from .model import EncodecMAE, ModelConfig, count_parameters
-from .progress import format_duration
+from encodecmae.training import checkpoints as ckpt_io
+from encodecmae import provenance
+from encodecmae.training.batches import Batch, Corpus, StepDataset
+from encodecmae.model.loss import mae_loss
+from encodecmae.model.masking import valid_mask
+from encodecmae.model.config import ModelConfig
+from encodecmae.model.transformer import EncodecMAE, count_parameters
+from encodecmae.progress import format_duration
 
 
 @dataclass

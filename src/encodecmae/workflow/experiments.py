@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import dataclass, field
 
-from .model import SIZES
+from encodecmae.model.config import SIZES
 
 # training keys an experiment may override (the rest of TrainConfig is wired by the workflow)
 TRAIN_KEYS = ("batch_size", "grad_accum", "lr", "weight_decay", "betas", "delta", "mask_prop", "mask_gap",

@@ -19,9 +19,9 @@ import torch
 import torchaudio.functional as AF
 from torch import nn
 
-from . import SAMPLE_RATE
-from .checkpoint import load_model as _load_checkpoint
-from .extract import embed_clips, frame_times_ms
+from encodecmae import SAMPLE_RATE
+from encodecmae.training.checkpoints import load_model as _load_checkpoint
+from encodecmae.evaluation.embed import embed_clips, frame_times_ms
 
 HEAR_SAMPLE_RATE = 16_000
 DEFAULT_CHECKPOINT_ENV = "ENCODECMAE_CHECKPOINT"

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import CROP_SAMPLES, HOP
-from .masking import span_mask
-from .shards import Shard, load_targets
+from encodecmae import CROP_SAMPLES, HOP
+from encodecmae.model.masking import span_mask
+from encodecmae.data.shards import Shard, load_targets
 
 
 @dataclass

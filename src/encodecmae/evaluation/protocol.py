@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import provenance
+from encodecmae import provenance
 
 
 # --------------------------------------------------------------------------------------------

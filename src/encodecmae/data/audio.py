@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from . import SAMPLE_RATE
+from encodecmae import SAMPLE_RATE
 
 
 class AudioError(ValueError):

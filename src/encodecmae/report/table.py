@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .provenance import UNKNOWN, combine_sha256, merge_code_states, result_code_states
-from .scores import HEAR_TO_SHORT, PAPER_TASKS, global_score, paper_table1
+from encodecmae.provenance import UNKNOWN, combine_sha256, merge_code_states, result_code_states
+from encodecmae.evaluation.scores import HEAR_TO_SHORT, PAPER_TASKS, global_score, paper_table1
 
 SHORT = list(PAPER_TASKS)  # NS GC SC ER FSD ESC, the paper's column order
 # What made a row (empty for the paper's rows):
@@ -42,8 +42,8 @@ def task_short_name(task_dir: str | Path) -> str:
 
 
 def encoder_params_m(checkpoint: str | Path) -> float:
-    from .checkpoint import load_model
-    from .model import paper_param_count
+    from encodecmae.training.checkpoints import load_model
+    from encodecmae.model.transformer import paper_param_count
 
     return paper_param_count(load_model(checkpoint)) / 1e6
 

@@ -7,7 +7,7 @@ skipped, sample standard deviation (ddof=1), scores as fractions. This recipe (s
 ``hear_protocol.md``) reproduces every Global value of the paper's Table 1 to within the
 rounding of its inputs, which ``tests/test_scores.py`` checks.
 
-The two CSV tables ship inside the package (``encodecmae/tables/``) so that CI and users do not
+The two CSV tables ship inside the package (``encodecmae/evaluation/tables/``) so that CI and users do not
 need the project's shared reference folder.
 """
 
@@ -32,7 +32,7 @@ HEAR_TO_SHORT = {hear: short for short, hear in PAPER_TASKS.items()}
 
 
 def _read_csv(name: str) -> pd.DataFrame:
-    with resources.files("encodecmae").joinpath("tables", name).open("r") as f:
+    with resources.files("encodecmae.evaluation").joinpath("tables", name).open("r") as f:
         return pd.read_csv(f)
 
 

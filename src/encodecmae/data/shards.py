@@ -22,9 +22,9 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from . import HOP, SAMPLE_RATE
-from .audio import AudioError, load_audio
-from .progress import progress
+from encodecmae import HOP, SAMPLE_RATE
+from encodecmae.data.audio import AudioError, load_audio
+from encodecmae.progress import progress
 
 MANIFEST_COLUMNS = ["clip_id", "source", "offset", "n_samples"]
 INT16_SCALE = 32767.0

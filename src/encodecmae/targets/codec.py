@@ -40,9 +40,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from . import CROP_SAMPLES, HOP, SAMPLE_RATE
-from .progress import progress
-from .shards import INT16_SCALE, Shard, save_targets
+from encodecmae import CROP_SAMPLES, HOP, SAMPLE_RATE
+from encodecmae.progress import progress
+from encodecmae.data.shards import INT16_SCALE, Shard, save_targets
 
 
 N_Q = 8  # codebooks used as targets (6 kbps at 75 Hz, 10 bits each)

@@ -19,11 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchaudio.compliance.kaldi import get_mel_banks
 
-from . import HOP, SAMPLE_RATE
+from encodecmae import HOP, SAMPLE_RATE
+from encodecmae.model.config import MEL_MEAN, MEL_STD
 
 WIN = 2 * HOP  # 640-sample window (26.7 ms)
-MEL_MEAN = -6.12
-MEL_STD = 4.82
 
 
 def pad_to_hop(wav: torch.Tensor) -> torch.Tensor:
@@ -83,7 +82,7 @@ def build_frontend(input_kind: str, encodec_checkpoint: str | None = None,
     if input_kind.startswith("mel"):
         return LogMel(int(input_kind[3:]), mel_mean, mel_std)
     if input_kind == "encodec":
-        from .targets import EncodecTokenizer
+        from encodecmae.targets.codec import EncodecTokenizer
 
         return EncodecFeatures(EncodecTokenizer(encodec_checkpoint))
     raise ValueError(f"unknown input kind {input_kind!r} (expected mel128, mel256 or encodec)")

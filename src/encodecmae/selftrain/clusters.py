@@ -22,12 +22,12 @@ import torch
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-from . import CROP_SAMPLES, HOP
-from .checkpoint import load_model
-from .extract import embed_clips, resolve_device
-from .progress import progress
-from .shards import Shard, save_targets
-from .targets import nearest_code
+from encodecmae import CROP_SAMPLES, HOP
+from encodecmae.training.checkpoints import load_model
+from encodecmae.evaluation.embed import embed_clips, resolve_device
+from encodecmae.progress import progress
+from encodecmae.data.shards import Shard, save_targets
+from encodecmae.targets.codec import nearest_code
 
 TEACHER_LAYER = -2  # last block, before the final ResiDual output norm
 # Threads of scikit-learn's k-means (OpenMP and BLAS). Not the job's: see fit_kmeans.

@@ -18,12 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import CROP_SAMPLES, HOP, SAMPLE_RATE, provenance
-from .audio import load_audio, resample
-from .checkpoint import load_model
-from .downstream import task_split_names
-from .model import EncodecMAE
-from .progress import Progress
+from encodecmae import CROP_SAMPLES, HOP, SAMPLE_RATE, provenance
+from encodecmae.data.audio import load_audio, resample
+from encodecmae.training.checkpoints import load_model
+from encodecmae.evaluation.protocol import task_split_names
+from encodecmae.model.transformer import EncodecMAE
+from encodecmae.progress import Progress
 
 
 def resolve_device(name: str) -> torch.device:

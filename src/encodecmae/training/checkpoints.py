@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .model import EncodecMAE, ModelConfig
-from .provenance import UNKNOWN, code_state
+from encodecmae import __version__
+from encodecmae.model.config import ModelConfig
+from encodecmae.model.transformer import EncodecMAE
+from encodecmae.provenance import UNKNOWN, code_state
 
 
 def code_version() -> str:

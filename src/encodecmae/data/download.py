@@ -15,7 +15,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from .progress import Progress
+from encodecmae.progress import Progress
 
 ENCODEC_24KHZ_URL = "https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th"
 # EnCodec names its checkpoints after the first 8 hex digits of their SHA-256.

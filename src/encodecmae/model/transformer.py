@@ -24,54 +24,17 @@ partial sums).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .features import MEL_MEAN, MEL_STD, build_frontend
-from .masking import gather_frames, scatter_frames, valid_mask, visible_indices
-
-# name -> (encoder layers, D, heads). The paper's small/base/large; "debug" is for CPU tests.
-SIZES = {
-    "debug": (2, 64, 4),
-    "small": (5, 768, 12),
-    "base": (10, 768, 12),
-    "large": (20, 1024, 16),
-}
+from encodecmae.model.config import SIZES, ModelConfig
+from encodecmae.model.features import build_frontend
+from encodecmae.model.masking import gather_frames, scatter_frames, valid_mask, visible_indices
 
 
-@dataclass
-class ModelConfig:
-    input: str = "mel256"  # mel256 | mel128 | encodec
-    size: str = "base"
-    n_layers: int = 10
-    d_model: int = 768
-    n_heads: int = 12
-    ff_dim: int = 4096
-    dec_layers: int = 2
-    n_streams: int = 8  # Q: EnCodec codebooks (8) or 1 for cluster targets
-    n_classes: int = 1024  # K
-    mask_token: str = "learned"  # the paper; "zeros" is what the released code does
-    mel_mean: float = MEL_MEAN
-    mel_std: float = MEL_STD
-    encodec_checkpoint: str | None = None  # only read when input == "encodec" and weights are new
-
-    @classmethod
-    def from_size(cls, size: str, **overrides) -> "ModelConfig":
-        if size not in SIZES:
-            raise ValueError(f"unknown model size {size!r}; expected one of {sorted(SIZES)}")
-        n_layers, d, heads = SIZES[size]
-        ff = 128 if size == "debug" else 4096
-        return cls(size=size, n_layers=n_layers, d_model=d, n_heads=heads, ff_dim=ff, **overrides)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
-        return cls(**d)
 
 
 # MKL's strict reproducible mode is requested when the package is imported (see

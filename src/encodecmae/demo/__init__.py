@@ -1,0 +1,1 @@
+"""The embedded demo: a synthesiser of the pretraining corpus and of HEAR-like tasks."""

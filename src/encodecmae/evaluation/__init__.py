@@ -1,0 +1,1 @@
+"""Evaluation stage: embeddings, the HEAR API, HEAR tasks, the MLP protocol and scores."""

@@ -1,0 +1,53 @@
+"""The model's settings: size presets and the architecture of one model. Free of torch, so that
+the workflow can plan with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+# Input features: log-mel with 256 or 128 bins, or the frozen EnCodec encoder's outputs.
+INPUTS = ("mel256", "mel128", "encodec")
+# Normalisation of the log-mel features (statistics of the original implementation).
+MEL_MEAN = -6.12
+MEL_STD = 4.82
+
+# name -> (encoder layers, D, heads). The paper's small/base/large; "debug" is for CPU tests.
+SIZES = {
+    "debug": (2, 64, 4),
+    "small": (5, 768, 12),
+    "base": (10, 768, 12),
+    "large": (20, 1024, 16),
+}
+
+
+@dataclass
+class ModelConfig:
+    input: str = "mel256"  # mel256 | mel128 | encodec
+    size: str = "base"
+    n_layers: int = 10
+    d_model: int = 768
+    n_heads: int = 12
+    ff_dim: int = 4096
+    dec_layers: int = 2
+    n_streams: int = 8  # Q: EnCodec codebooks (8) or 1 for cluster targets
+    n_classes: int = 1024  # K
+    mask_token: str = "learned"  # the paper; "zeros" is what the released code does
+    mel_mean: float = MEL_MEAN
+    mel_std: float = MEL_STD
+    encodec_checkpoint: str | None = None  # only read when input == "encodec" and weights are new
+
+    @classmethod
+    def from_size(cls, size: str, **overrides) -> "ModelConfig":
+        if size not in SIZES:
+            raise ValueError(f"unknown model size {size!r}; expected one of {sorted(SIZES)}")
+        n_layers, d, heads = SIZES[size]
+        ff = 128 if size == "debug" else 4096
+        return cls(size=size, n_layers=n_layers, d_model=d, n_heads=heads, ff_dim=ff, **overrides)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        return cls(**d)

@@ -1,0 +1,1 @@
+"""Report stage: Table 1, training curves and the shared metrics."""

@@ -1,0 +1,1 @@
+"""Self-training stage: teacher activations, k-means and cluster-id targets."""

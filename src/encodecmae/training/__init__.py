@@ -1,0 +1,1 @@
+"""Training stage: the settings, batches of shards, the loop and its checkpoints."""

@@ -1,0 +1,1 @@
+"""Planning code of the Snakemake workflow (imported by the Snakefile, free of torch)."""
