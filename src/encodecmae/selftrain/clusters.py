@@ -24,7 +24,8 @@ from threadpoolctl import threadpool_limits
 
 from encodecmae import CROP_SAMPLES, HOP
 from encodecmae.training.checkpoints import load_model
-from encodecmae.evaluation.embed import embed_clips, resolve_device
+from encodecmae.device import resolve_device
+from encodecmae.evaluation.embed import embed_clips
 from encodecmae.progress import progress
 from encodecmae.data.shards import Shard, save_targets
 from encodecmae.targets.codec import nearest_code
