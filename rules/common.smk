@@ -4,7 +4,8 @@ import json
 import shlex
 from pathlib import Path
 
-from encodecmae.workflow.experiments import inference_mem_mb, resolve, train_args, train_resources
+from encodecmae.workflow.experiments import resolve, train_args
+from encodecmae.workflow.resources import inference_mem_mb, train_resources
 
 D = config["data_dir"]
 # The corpus -> tokens -> pretraining -> self-training chain is the critical path: its jobs go
@@ -113,13 +114,7 @@ def train_settings(wildcards):
     """Flags of the training command that are settings, not paths. A function of the wildcards
     only: Snakemake records such params and reruns the rule when they change (params derived
     from ``input`` are not recorded)."""
-    exp = EXPERIMENTS[wildcards.model]
-    p = exp.train_params()
-    if exp.teacher is not None:
-        p["n_classes"] = config["selftraining"]["k"]
-    elif exp.init is None:
-        p["n_classes"] = ENC["codebook_size"]
-    return train_args(p)
+    return train_args(EXPERIMENTS[wildcards.model].train_params())
 
 
 def train_input_flags(wildcards, input):
@@ -181,7 +176,7 @@ def table_spec():
     )
 
 
-# --- cluster resources (sized in encodecmae.workflow.experiments.train_resources) --------------------------
+# --- cluster resources (sized in encodecmae.workflow.resources.train_resources) --------------------------
 
 
 def train_resource(key):

@@ -6,8 +6,8 @@ rule make_demo_corpus:
     output:
         directory(f"{D}/raw/demo"),
     params:
-        seed=config["corpus"].get("demo_seed", 0),
-        minutes=config["corpus"].get("demo_minutes", 24),
+        demo_seed=config["corpus"]["demo_seed"],
+        demo_minutes=config["corpus"]["demo_minutes"],
     resources:
         runtime=30,
     priority: CHAIN_PRIORITY
@@ -18,7 +18,7 @@ rule make_demo_corpus:
     benchmark:
         f"{D}/benchmarks/make_demo_corpus.tsv"
     shell:
-        "python -m encodecmae make-demo-corpus --out {output} --seed {params.seed} --minutes {params.minutes} > {log} 2>&1"
+        "python -m encodecmae make-demo-corpus --out {output} --demo-seed {params.demo_seed} --demo-minutes {params.demo_minutes} > {log} 2>&1"
 
 
 rule download_source:

@@ -6,7 +6,7 @@ rule make_demo_task:
     output:
         directory(f"{D}/tasks/demo/{{task}}"),
     params:
-        seed=config["demo_task_seed"],
+        demo_task_seed=config["demo_task_seed"],
         out_dir=output_parent,
     resources:
         runtime=30,
@@ -15,7 +15,7 @@ rule make_demo_task:
     log:
         f"{D}/logs/make_demo_task/{{task}}.log",
     shell:
-        "python -m encodecmae make-demo-task --name {wildcards.task} --out {params.out_dir} --seed {params.seed} > {log} 2>&1"
+        "python -m encodecmae make-demo-task --name {wildcards.task} --out {params.out_dir} --demo-task-seed {params.demo_task_seed} > {log} 2>&1"
 
 
 rule embed_task:

@@ -12,8 +12,9 @@ rule dump_teacher_features:
         temp(f"{D}/selftrain/{{teacher}}/features/{{source}}/{{shard}}.npy"),
     params:
         shard=input_parent("manifest"),
-        n_crops=crops_per_shard,
+        crops_per_shard=crops_per_shard,
         frames_per_crop=config["selftraining"]["frames_per_crop"],
+        seed=config["selftraining"]["seed"],
     threads: 1
     resources:
         mem_mb=model_mem_mb("teacher"),
@@ -25,7 +26,8 @@ rule dump_teacher_features:
         f"{D}/logs/dump_teacher_features/{{teacher}}/{{source}}/{{shard}}.log",
     shell:
         "OMP_NUM_THREADS={threads} python -m encodecmae dump-features --checkpoint {input.model} --shard {params.shard} "
-        "--out {output} --n-crops {params.n_crops} --frames-per-crop {params.frames_per_crop} --seed 0 > {log} 2>&1"
+        "--out {output} --crops-per-shard {params.crops_per_shard} --frames-per-crop {params.frames_per_crop} "
+        "--seed {params.seed} > {log} 2>&1"
 
 
 rule fit_kmeans:
@@ -36,6 +38,7 @@ rule fit_kmeans:
     params:
         k=config["selftraining"]["k"],
         n_frames=config["selftraining"]["n_frames"],
+        seed=config["selftraining"]["seed"],
     threads: 2
     resources:
         mem_mb=4000,
@@ -49,7 +52,7 @@ rule fit_kmeans:
         f"{D}/benchmarks/fit_kmeans/{{teacher}}.tsv"
     shell:
         "python -m encodecmae fit-kmeans --features {input} --out {output} --k {params.k} --n-frames {params.n_frames} "
-        "--seed 0 > {log} 2>&1"
+        "--seed {params.seed} > {log} 2>&1"
 
 
 rule assign_clusters:

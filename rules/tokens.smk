@@ -27,8 +27,9 @@ rule fit_codebooks:
     params:
         shards=input_parents("manifests"),
         n_q=ENC["n_q"],
-        k=ENC["codebook_size"],
-        max_frames=ENC["fit_max_frames"],
+        codebook_size=ENC["codebook_size"],
+        fit_max_frames=ENC["fit_max_frames"],
+        seed=ENC["seed"],
     threads: 2
     resources:
         mem_mb=4000,
@@ -42,7 +43,7 @@ rule fit_codebooks:
         f"{D}/benchmarks/fit_codebooks.tsv"
     shell:
         "python -m encodecmae fit-codebooks --shards {params.shards} --out {output} --n-q {params.n_q} "
-        "--codebook-size {params.k} --max-frames {params.max_frames} --seed 0 > {log} 2>&1"
+        "--codebook-size {params.codebook_size} --fit-max-frames {params.fit_max_frames} --seed {params.seed} > {log} 2>&1"
 
 
 rule tokenize_shard:
@@ -55,6 +56,7 @@ rule tokenize_shard:
     params:
         shard=input_parent("manifest"),
         n_q=ENC["n_q"],
+        batch_size=ENC["batch_size"],
     threads: 1
     resources:
         mem_mb=4000,
@@ -69,7 +71,7 @@ rule tokenize_shard:
         f"{D}/benchmarks/tokenize_shard/{{source}}/{{shard}}.tsv"
     shell:
         "OMP_NUM_THREADS={threads} python -m encodecmae tokenize --shard {params.shard} --checkpoint {input.encodec} "
-        "--out {output} --n-q {params.n_q} --batch-size 4 > {log} 2>&1"
+        "--out {output} --n-q {params.n_q} --batch-size {params.batch_size} > {log} 2>&1"
 
 
 rule estimate_gamma:
@@ -80,8 +82,9 @@ rule estimate_gamma:
         f"{R}/gamma.json",
     params:
         shards=input_parents("manifests"),
-        n_clips=ENC["gamma_clips"],
+        gamma_clips=ENC["gamma_clips"],
         n_q=ENC["n_q"],
+        seed=ENC["seed"],
     resources:
         mem_mb=4000,
         runtime=60,
@@ -92,4 +95,4 @@ rule estimate_gamma:
         f"{R}/logs/estimate_gamma.log",
     shell:
         "python -m encodecmae estimate-gamma --shards {params.shards} --checkpoint {input.encodec} --out {output} "
-        "--n-clips {params.n_clips} --seed 0 > {log} 2>&1"
+        "--gamma-clips {params.gamma_clips} --n-q {params.n_q} --seed {params.seed} > {log} 2>&1"

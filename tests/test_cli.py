@@ -23,3 +23,24 @@ def test_a_command_runs_from_the_console_script(tmp_path):
                           "--out", str(tmp_path / "list.txt")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "list.txt").read_text().splitlines() == [str(tmp_path / "a" / "x.wav")]
+
+
+def test_every_command_is_wired_one_way():
+    """register(sub) in the stage module, func=cmd_<name> defined in that same module."""
+    import importlib
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for command, p in sub.choices.items():
+        func = p.get_default("func")
+        assert func.__name__ == "cmd_" + command.replace("-", "_"), (command, func)
+        assert func.__module__ == COMMANDS[command], (command, func.__module__)
+        assert getattr(importlib.import_module(COMMANDS[command]), func.__name__) is func
+
+
+def test_planning_code_imports_without_torch():
+    """The Snakefile's imports (config check, experiments, resources, training settings)."""
+    code = ("import sys, encodecmae.workflow.config_check, encodecmae.workflow.experiments, "
+            "encodecmae.workflow.resources, encodecmae.training.config; "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
+    subprocess.run([sys.executable, "-c", code], check=True)

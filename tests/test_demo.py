@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from encodecmae.demo import synth as demo
+from encodecmae.demo import corpus as demo_corpus
+from encodecmae.demo import tasks as demo_tasks
+from encodecmae.demo.dsp import _rng
 
 TEST_SCALE = 0.5  # clips per class relative to the default task size (keeps the tests fast)
 META_KEYS = {
@@ -58,15 +60,15 @@ def _read_task(task_dir: Path):
 @pytest.fixture(scope="module")
 def tasks_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("demo_tasks")
-    for name in sorted(demo.TASKS):
-        demo.make_task(name, root, seed=0, scale=TEST_SCALE)
+    for name in sorted(demo_tasks.TASKS):
+        demo_tasks.make_task(name, root, seed=0, scale=TEST_SCALE)
     return root
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo_corpus") / "corpus"
-    demo.make_pretrain_corpus(out, seed=0, minutes=1.5)
+    demo_corpus.make_pretrain_corpus(out, seed=0, minutes=1.5)
     return out
 
 
@@ -143,24 +145,25 @@ def _baseline_score(task_dir: Path) -> tuple[float, float]:
 
 
 def test_task_registry():
-    assert sorted(demo.TASKS) == sorted(PAPER_TASKS)
-    for name, spec in demo.TASKS.items():
+    assert sorted(demo_tasks.TASKS) == sorted(PAPER_TASKS)
+    for name, spec in demo_tasks.TASKS.items():
         assert spec.paper_task == PAPER_TASKS[name]
         assert list(spec.labels) == sorted(spec.labels, key=lambda v: (int(v) if v.isdigit() else v))
         assert len(set(spec.labels)) == len(spec.labels)
-    assert [demo.TASKS[n].nfolds for n in ("genre", "emotion", "scenes")] == [10, 5, 5]
-    assert demo.TASKS["events"].prediction_type == "multilabel"
-    keywords = demo.TASKS["keywords"].labels
+    assert [demo_tasks.TASKS[n].nfolds for n in ("genre", "emotion", "scenes")] == [10, 5, 5]
+    assert demo_tasks.TASKS["events"].prediction_type == "multilabel"
+    keywords = demo_tasks.TASKS["keywords"].labels
     assert len(keywords) == 12 and {"_silence_", "_unknown_"} <= set(keywords)
-    assert len(demo.TASKS["emotion"].labels) == 6 and len(demo.TASKS["genre"].labels) == 10
-    assert 20 <= len(demo.TASKS["scenes"].labels) <= 25 and 10 <= len(demo.TASKS["events"].labels) <= 20
-    assert 12 <= len(demo.TASKS["pitch"].labels) <= 24
+    assert len(demo_tasks.TASKS["emotion"].labels) == 6 and len(demo_tasks.TASKS["genre"].labels) == 10
+    assert 20 <= len(demo_tasks.TASKS["scenes"].labels) <= 25
+    assert 10 <= len(demo_tasks.TASKS["events"].labels) <= 20
+    assert 12 <= len(demo_tasks.TASKS["pitch"].labels) <= 24
 
 
 def test_task_sizes_at_default_scale():
     """The full-size tasks stay small: 100-600 clips each, about 40 minutes in all."""
     total = 0.0
-    for name, spec in demo.TASKS.items():
+    for name, spec in demo_tasks.TASKS.items():
         n = spec.n_per_class * len(spec.labels)
         assert 100 <= n <= 600, name
         seconds = n * (2.2 if spec.variable_length else spec.clip_seconds)  # events: ~2 s mean
@@ -168,10 +171,10 @@ def test_task_sizes_at_default_scale():
     assert total / 60 <= 46
 
 
-@pytest.mark.parametrize("name", sorted(demo.TASKS))
+@pytest.mark.parametrize("name", sorted(demo_tasks.TASKS))
 def test_task_layout(tasks_root, name):
     task_dir = tasks_root / name
-    spec = demo.TASKS[name]
+    spec = demo_tasks.TASKS[name]
     meta, labels = _read_task(task_dir)
     assert META_KEYS <= set(meta)
     assert meta["task_name"] == name and meta["paper_task"] == spec.paper_task
@@ -214,13 +217,13 @@ def test_task_layout(tasks_root, name):
     assert meta["n_clips"] == len(seen)
 
 
-@pytest.mark.parametrize("name", sorted(demo.TASKS))
+@pytest.mark.parametrize("name", sorted(demo_tasks.TASKS))
 def test_task_label_vocabulary_csv(tasks_root, name):
     """labelvocabulary.csv as hear-preprocess writes it (hear-eval-kit reads the vocabulary from
     it): header idx,label, one row per label, in the metadata's order."""
     import pandas as pd
 
-    from encodecmae.evaluation.protocol import label_vocabulary
+    from encodecmae.evaluation.tasks import label_vocabulary
 
     task_dir = tasks_root / name
     meta, _ = _read_task(task_dir)
@@ -238,7 +241,7 @@ def test_task_label_vocabulary_csv(tasks_root, name):
     assert label_vocabulary(meta, task_dir) == meta["label_vocabulary"]
 
 
-@pytest.mark.parametrize("name", sorted(demo.TASKS))
+@pytest.mark.parametrize("name", sorted(demo_tasks.TASKS))
 def test_task_audio_is_sane(tasks_root, name):
     """Every clip is audible, not clipped, and (except _silence_) not just noise floor."""
     meta, labels = _read_task(tasks_root / name)
@@ -251,11 +254,11 @@ def test_task_audio_is_sane(tasks_root, name):
             lengths.append(len(x) / sr)
             assert np.mean(np.abs(x) > 0.999) < 0.01, f"{key} is clipped"
     assert min(peaks) > 10 ** (-50 / 20)
-    if demo.TASKS[name].variable_length:
+    if demo_tasks.TASKS[name].variable_length:
         assert min(lengths) < 1.5 and max(lengths) > 3.0  # varied lengths, not padded
 
 
-@pytest.mark.parametrize("name", sorted(demo.TASKS))
+@pytest.mark.parametrize("name", sorted(demo_tasks.TASKS))
 def test_task_balance(tasks_root, name):
     meta, labels = _read_task(tasks_root / name)
     splits = meta["splits"]
@@ -281,7 +284,7 @@ def test_task_balance(tasks_root, name):
         assert sizes[0] > sizes[1] and sizes[0] > sizes[2]
 
 
-@pytest.mark.parametrize("name", sorted(demo.TASKS))
+@pytest.mark.parametrize("name", sorted(demo_tasks.TASKS))
 def test_task_learnable_but_not_trivial(tasks_root, name):
     score, chance = _baseline_score(tasks_root / name)
     lo, hi = BASELINE_BOUNDS[name]
@@ -292,9 +295,9 @@ def test_task_learnable_but_not_trivial(tasks_root, name):
 
 @pytest.mark.parametrize("name", ["events", "keywords"])
 def test_task_determinism(tmp_path, name):
-    a = demo.make_task(name, tmp_path / "a", seed=3, scale=0.2)
-    b = demo.make_task(name, tmp_path / "b", seed=3, scale=0.2)
-    c = demo.make_task(name, tmp_path / "c", seed=4, scale=0.2)
+    a = demo_tasks.make_task(name, tmp_path / "a", seed=3, scale=0.2)
+    b = demo_tasks.make_task(name, tmp_path / "b", seed=3, scale=0.2)
+    c = demo_tasks.make_task(name, tmp_path / "c", seed=4, scale=0.2)
     assert _tree_hash(a) == _tree_hash(b)
     assert _tree_hash(a) != _tree_hash(c)
     # not only the file names (which depend on the seed) but the audio differs
@@ -310,18 +313,18 @@ def test_task_keys_do_not_leak_labels(tasks_root):
 
 
 def test_make_task_refuses_to_overwrite_and_unknown_name(tmp_path):
-    demo.make_task("keywords", tmp_path, seed=0, scale=0.1)
+    demo_tasks.make_task("keywords", tmp_path, seed=0, scale=0.1)
     with pytest.raises(FileExistsError):
-        demo.make_task("keywords", tmp_path, seed=0, scale=0.1)
-    demo.make_task("keywords", tmp_path, seed=1, scale=0.1, overwrite=True)
+        demo_tasks.make_task("keywords", tmp_path, seed=0, scale=0.1)
+    demo_tasks.make_task("keywords", tmp_path, seed=1, scale=0.1, overwrite=True)
     assert json.loads((tmp_path / "keywords" / "task_metadata.json").read_text())["seed"] == 1
     with pytest.raises(ValueError, match="unknown demo task"):
-        demo.make_task("nope", tmp_path)
+        demo_tasks.make_task("nope", tmp_path)
 
 
 def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
     calls = {"n": 0}
-    real = demo._write_audio
+    real = demo_tasks._write_audio
 
     def flaky(*args, **kwargs):
         calls["n"] += 1
@@ -329,11 +332,12 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(demo, "_write_audio", flaky)
+    monkeypatch.setattr(demo_tasks, "_write_audio", flaky)
+    monkeypatch.setattr(demo_corpus, "_write_audio", flaky)
     with pytest.raises(KeyboardInterrupt):
-        demo.make_task("keywords", tmp_path, seed=0, scale=0.1)
+        demo_tasks.make_task("keywords", tmp_path, seed=0, scale=0.1)
     with pytest.raises(KeyboardInterrupt):
-        demo.make_pretrain_corpus(tmp_path / "corpus", seed=0, minutes=0.5)
+        demo_corpus.make_pretrain_corpus(tmp_path / "corpus", seed=0, minutes=0.5)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -345,7 +349,7 @@ def test_interrupted_write_leaves_nothing(tmp_path, monkeypatch):
 def test_corpus_files_tsv_matches_files(corpus):
     lines = (corpus / "files.tsv").read_text().splitlines()
     assert lines[0].split("\t") == ["source", "path", "sample_rate", "channels", "seconds"]
-    rows = demo.read_files_tsv(corpus / "files.tsv")
+    rows = demo_corpus.read_files_tsv(corpus / "files.tsv")
     assert [r["path"] for r in rows] == sorted(r["path"] for r in rows)
     files = [p for p in corpus.rglob("*") if p.is_file() and p.name != "files.tsv"]
     on_disk = sorted(str(p.relative_to(corpus)) for p in files)
@@ -359,10 +363,10 @@ def test_corpus_files_tsv_matches_files(corpus):
 
 
 def test_corpus_duration_and_variety(corpus):
-    rows = demo.read_files_tsv(corpus / "files.tsv")
+    rows = demo_corpus.read_files_tsv(corpus / "files.tsv")
     total = sum(r["seconds"] for r in rows)
     assert abs(total - 90.0) < 3.0
-    for source in demo.SOURCES:
+    for source in demo_corpus.SOURCES:
         sec = sum(r["seconds"] for r in rows if r["source"] == source)
         assert abs(sec - 30.0) < 1.5, source
     assert len({r["sample_rate"] for r in rows}) == 5
@@ -375,7 +379,7 @@ def test_corpus_duration_and_variety(corpus):
 def test_corpus_audio_is_sane_and_loads(corpus):
     from encodecmae.data.audio import load_audio
 
-    rows = demo.read_files_tsv(corpus / "files.tsv")
+    rows = demo_corpus.read_files_tsv(corpus / "files.tsv")
     for r in rows:
         x, sr = sf.read(str(corpus / r["path"]), always_2d=True)
         assert np.isfinite(x).all() and 0.05 < np.abs(x).max() <= 1.0
@@ -388,8 +392,8 @@ def test_corpus_audio_is_sane_and_loads(corpus):
 
 def test_corpus_default_lengths():
     """At the default size: ~8 min per source, files of 1-60 s, a few long ones."""
-    for source in demo.SOURCES:
-        lengths = demo._corpus_lengths(demo._rng(0, "corpus", source, "lengths"), 24.0 * 60 / 3)
+    for source in demo_corpus.SOURCES:
+        lengths = demo_corpus._corpus_lengths(_rng(0, "corpus", source, "lengths"), 24.0 * 60 / 3)
         assert abs(sum(lengths) - 480.0) < 1.0
         assert min(lengths) >= 1.0 and max(lengths) <= 60.0
         assert 1 <= sum(length >= 30.0 for length in lengths) <= len(lengths) // 3
@@ -397,9 +401,9 @@ def test_corpus_default_lengths():
 
 
 def test_corpus_determinism(tmp_path):
-    a = demo.make_pretrain_corpus(tmp_path / "a", seed=5, minutes=0.4)
-    b = demo.make_pretrain_corpus(tmp_path / "b", seed=5, minutes=0.4)
-    c = demo.make_pretrain_corpus(tmp_path / "c", seed=6, minutes=0.4)
+    a = demo_corpus.make_pretrain_corpus(tmp_path / "a", seed=5, minutes=0.4)
+    b = demo_corpus.make_pretrain_corpus(tmp_path / "b", seed=5, minutes=0.4)
+    c = demo_corpus.make_pretrain_corpus(tmp_path / "c", seed=6, minutes=0.4)
     assert _tree_hash(a) == _tree_hash(b)
     assert _tree_hash(a) != _tree_hash(c)
 
@@ -411,23 +415,25 @@ def test_corpus_determinism(tmp_path):
 
 def _parser():
     parser = argparse.ArgumentParser()
-    demo.register(parser.add_subparsers(dest="command", required=True))
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo_corpus.register(sub)
+    demo_tasks.register(sub)
     return parser
 
 
 def test_cli_make_demo_task_and_corpus(tmp_path, capsys):
     parser = _parser()
     args = parser.parse_args(["make-demo-task", "--name", "scenes", "--out", str(tmp_path / "tasks"),
-                              "--seed", "2", "--scale", "0.2"])
-    assert args.func(args) == 0
+                              "--demo-task-seed", "2", "--scale", "0.2"])
+    assert args.func(args) is None
     meta = json.loads((tmp_path / "tasks" / "scenes" / "task_metadata.json").read_text())
     assert meta["seed"] == 2 and meta["mode"] == "folds"
     with pytest.raises(FileExistsError):
         args.func(args)
 
-    args = parser.parse_args(["make-demo-corpus", "--out", str(tmp_path / "corpus"), "--seed", "1",
-                              "--minutes", "0.2"])
-    assert args.func(args) == 0
+    args = parser.parse_args(["make-demo-corpus", "--out", str(tmp_path / "corpus"), "--demo-seed", "1",
+                              "--demo-minutes", "0.2"])
+    assert args.func(args) is None
     assert (tmp_path / "corpus" / "files.tsv").exists()
     assert "files" in capsys.readouterr().out
     with pytest.raises(SystemExit):

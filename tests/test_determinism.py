@@ -46,14 +46,14 @@ train = ["--shards", *shards, "--targets", *targets, "--out", str(out / "model.p
          "--val-every", "6", "--num-workers", "0", "--device", "cpu", "--seed", "0", "--threads", threads]
 stages = [
     ["fit-codebooks", "--shards", *shards, "--out", str(out / "codebooks.pt"), "--n-q", "4", "--codebook-size", "32",
-     "--max-frames", "1500", "--seed", "0"],
+     "--fit-max-frames", "1500", "--seed", "0"],
     ["tokenize", "--shard", shards[1], "--checkpoint", codec, "--out", str(out / "tokens.npy"), "--n-q", "8",
      "--batch-size", "4"],
     ["estimate-gamma", "--shards", *shards, "--checkpoint", codec, "--out", str(out / "gamma.json"),
-     "--n-clips", "4", "--n-q", "8", "--seed", "0"],
+     "--gamma-clips", "4", "--n-q", "8", "--seed", "0"],
     ["train", *train],
     *[["dump-features", "--checkpoint", model, "--shard", s, "--out", str(out / f"features{i}.npy"),
-       "--n-crops", "16", "--frames-per-crop", "40", "--seed", "0", "--device", "cpu"] for i, s in enumerate(shards)],
+       "--crops-per-shard", "16", "--frames-per-crop", "40", "--seed", "0", "--device", "cpu"] for i, s in enumerate(shards)],
     ["fit-kmeans", "--features", str(out / "features0.npy"), str(out / "features1.npy"), "--out", str(out / "kmeans.npz"),
      "--k", "8", "--n-frames", "1000", "--seed", "0"],
     ["assign-clusters", "--checkpoint", model, "--kmeans", str(out / "kmeans.npz"), "--shard", shards[0],
@@ -75,7 +75,7 @@ for argv in stages:
 # HEAR MLP after a few epochs.
 import numpy as np
 import torch
-from encodecmae.evaluation.protocol import HParams, train_mlp
+from encodecmae.evaluation.mlp import HParams, train_mlp
 from encodecmae.data.shards import Shard
 from encodecmae.targets.codec import EncodecTokenizer
 
@@ -116,7 +116,7 @@ def make_task(root: Path) -> Path:
 @pytest.fixture(scope="module")
 def runs(tone_corpus, debug_checkpoint, tmp_path_factory) -> dict[str, Path]:
     """The outputs of every stage, per run: {"t1": dir, "t1_again": dir, "t2": dir}."""
-    from encodecmae.targets.codec import fit_codebooks, shard_clips
+    from encodecmae.targets.codebooks import fit_codebooks, shard_clips
 
     root = tmp_path_factory.mktemp("determinism")
     # One codec for the tokenisation stages of every run (fitted here, in this process), so

@@ -64,7 +64,7 @@ def test_lock_pins_every_package_with_hashes_and_satisfies_pyproject():
 
 
 def test_setup_installs_only_from_the_lock():
-    setup = (REPO / "workflow" / "scripts" / "setup.sh").read_text()
+    setup = (REPO / "scripts" / "setup.sh").read_text()
     assert "--require-hashes" in setup and "-r envs/lock/venv.txt" in setup
     installs = [ln for ln in setup.splitlines() if "pip install" in ln and not ln.lstrip().startswith("#")]
     for line in installs:
@@ -96,7 +96,7 @@ def test_env_pins_agree_with_the_lock():
 def test_check_stack_reads_the_lock_for_this_interpreter():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("check_stack", REPO / "workflow" / "scripts" / "check_stack.py")
+    spec = importlib.util.spec_from_file_location("check_stack", REPO / "scripts" / "check_stack.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     text = ("torch==2.11.0 \\\n    --hash=sha256:" + "a" * 64 + "\n"
@@ -113,7 +113,7 @@ def test_check_stack_reads_the_lock_for_this_interpreter():
 def test_check_stack_names_the_package_that_does_not_load(capsys, monkeypatch):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("check_stack", REPO / "workflow" / "scripts" / "check_stack.py")
+    spec = importlib.util.spec_from_file_location("check_stack", REPO / "scripts" / "check_stack.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     monkeypatch.setattr(mod, "CHECKS", [("soundfile", "import soundfile"),

@@ -63,3 +63,40 @@ def test_bad_rows_name_the_key(edit, message):
     edit(cfg)
     with pytest.raises(ConfigError, match=message):
         resolve(cfg)
+
+
+def test_training_settings_are_defined_once():
+    """The schema's training section, an experiment row's train keys and the train command's
+    flags all come from TrainConfig, with the same defaults."""
+    import argparse
+
+    from encodecmae.model.config import INPUTS, SIZES
+    from encodecmae.training.config import TrainConfig, add_arguments, defaults, training_keys
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    training = schema["properties"]["training"]["properties"]
+    assert set(training) == set(training_keys())
+    for key, spec in training.items():
+        default = defaults()[key]
+        assert spec["default"] == (list(default) if isinstance(default, tuple) else default), key
+    row = schema["properties"]["experiments"]["items"]["properties"]
+    assert sorted(row["train"]["propertyNames"]["enum"]) == sorted(training_keys())
+    assert row["size"]["enum"] == list(SIZES) and row["input"]["enum"] == list(INPUTS)
+    # every field is a flag of the same name with the same default
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = {a.dest: a for a in parser._actions if a.dest != "help"}
+    assert set(flags) == set(TrainConfig.__dataclass_fields__)
+    for name, default in defaults().items():
+        got = flags[name].default
+        assert (got if got is not None else []) == (list(default) if isinstance(default, tuple) else default) \
+            or got == default, name
+    assert flags["size"].choices == tuple(SIZES) and flags["batch_size"].option_strings == ["--batch-size"]
+
+
+def test_experiment_rows_become_train_flags():
+    exps = resolve(config())
+    base = train_args(exps["mel256_base"].train_params())
+    # the demo's encodec.codebook_size is the base model's classes; the students learn k clusters
+    assert "--n-classes 256" in base and "--lr 0.0003" in base and "--d-model 96" in base
+    assert "--n-classes 64" in train_args(exps["mel256_base_st"].train_params())

@@ -1,4 +1,4 @@
-"""The HEAR API contract (hear-validator's checks, restated in hear_protocol.md)."""
+"""The HEAR API contract (the checks of HEAR's hear-validator)."""
 
 import numpy as np
 import pytest

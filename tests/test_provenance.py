@@ -256,7 +256,8 @@ def test_provenance_flows_from_training_to_table1(tone_corpus, tmp_path):
     from encodecmae.training import checkpoints as ckpt_io
     from encodecmae.evaluation.embed import embed_task
     from encodecmae.report.table import make_table
-    from encodecmae.training.loop import TrainConfig, train
+    from encodecmae.training.config import TrainConfig
+    from encodecmae.training.loop import train
 
     torch.set_num_threads(1)
     shards, targets = tone_corpus

@@ -12,7 +12,8 @@ from encodecmae.evaluation.embed import Embedder
 from encodecmae.selftrain.clusters import assign_clusters, dump_features, fit_kmeans, load_centroids
 from encodecmae.targets.codec import nearest_code
 from encodecmae.data.shards import Shard, load_targets
-from encodecmae.training.loop import TrainConfig, train
+from encodecmae.training.config import TrainConfig
+from encodecmae.training.loop import train
 
 
 def test_cluster_assignment_equals_sklearn_predict():

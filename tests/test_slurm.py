@@ -1,6 +1,6 @@
 """The workflow on SLURM: the resources each training job asks for, the torchrun launch of
 multi-GPU jobs, the ./slurm profile, and a real run of the CI configuration on a single-node SLURM
-cluster on 127.0.0.1 (Debian's slurm-wlm and munge, started by workflow/scripts/slurm_cluster.sh)
+cluster on 127.0.0.1 (Debian's slurm-wlm and munge, started by scripts/slurm_cluster.sh)
 in which a training job is cancelled by SLURM after its first step checkpoint and resumes from it.
 The results must equal those of a local run of the same configuration."""
 

@@ -17,18 +17,10 @@ from scipy.signal import lfilter
 
 from encodecmae import CROP_FRAMES, CROP_SAMPLES, HOP, SAMPLE_RATE
 from encodecmae.data.shards import Shard, load_targets, write_shard
-from encodecmae.targets.codec import (
-    EncodecTokenizer,
-    build_encodec,
-    codebook_usage,
-    estimate_gamma,
-    fit_codebooks,
-    kmeans,
-    register,
-    rvq_encode,
-    shard_clips,
-    tokenize_shard,
-)
+from encodecmae.targets.codebooks import fit_codebooks, kmeans, shard_clips
+from encodecmae.targets.codec import EncodecTokenizer, build_encodec, rvq_encode
+from encodecmae.targets.gamma import codebook_usage, estimate_gamma
+from encodecmae.targets.tokenize import tokenize_shard
 
 
 def synth_clip(rng: np.random.Generator, seconds: float) -> np.ndarray:
@@ -297,8 +289,12 @@ def test_commands(fitted, tmp_path, capsys):
     write_shard(_write_wavs(tmp_path, [1.0, 2.5], seed=3), shard_dir)
     lengths = [SAMPLE_RATE, 60_000 // HOP * HOP]  # write_shard trims 2.5 s to whole frames
     assert [len(c) for c in shard_clips([shard_dir])] == lengths
+    from encodecmae.targets import codebooks, gamma, tokenize
+
     parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command", required=True))
+    sub = parser.add_subparsers(dest="command", required=True)
+    for module in (tokenize, gamma, codebooks):
+        module.register(sub)
 
     args = parser.parse_args(["tokenize", "--shard", str(shard_dir), "--checkpoint", str(fitted[0]),
                               "--out", str(tmp_path / "tok.npy"), "--n-q", "4", "--chunk-seconds", "2"])
@@ -308,7 +304,7 @@ def test_commands(fitted, tmp_path, capsys):
 
     out = tmp_path / "gamma.json"
     args = parser.parse_args(["estimate-gamma", "--shards", str(shard_dir), "--checkpoint", str(fitted[0]),
-                              "--out", str(out), "--n-clips", "150", "--seed", "1"])
+                              "--out", str(out), "--gamma-clips", "150", "--seed", "1"])
     args.func(args)
     result = json.loads(out.read_text())
     assert result["n_clips"] == 2 and result["n_q"] == 8 and len(result["gamma"]) == 8
@@ -316,7 +312,7 @@ def test_commands(fitted, tmp_path, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
 
     args = parser.parse_args(["fit-codebooks", "--shards", str(shard_dir), "--out", str(tmp_path / "f.pt"),
-                              "--n-q", "2", "--codebook-size", "32", "--max-frames", "150"])
+                              "--n-q", "2", "--codebook-size", "32", "--fit-max-frames", "150"])
     args.func(args)
     ckpt = torch.load(tmp_path / "f.pt", weights_only=True)
     assert (ckpt["n_q"], ckpt["codebook_size"], ckpt["n_frames"]) == (2, 32, 150)  # one 2-s crop

@@ -22,7 +22,8 @@ from encodecmae import provenance
 from encodecmae.model.config import ModelConfig
 from encodecmae.model.transformer import EncodecMAE
 from encodecmae.progress import Progress, format_duration, progress
-from encodecmae.training.loop import TrainConfig, train
+from encodecmae.training.config import TrainConfig
+from encodecmae.training.loop import train
 
 
 def base_cfg(tone_corpus, out: Path, **kw) -> TrainConfig:

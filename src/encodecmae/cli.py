@@ -1,9 +1,11 @@
 """The ``encodecmae`` command line: one subcommand per pipeline step.
 
-Each module that offers commands defines ``register(subparsers)``, which adds its
-subcommands with ``set_defaults(func=...)``; ``func(args)`` runs the step. Commands take every
-input, output and parameter as an explicit flag and never read a global config file, so a
-workflow rule is exactly one call.
+Every command is wired the same way. The stage module that offers it defines
+``register(sub)``, which adds the subcommand's parser with its flags and
+``set_defaults(func=cmd_NAME)``, and ``cmd_NAME(args)``, which calls the library function of that
+step with the parsed flags. Commands take every input, output and parameter as an explicit flag
+and never read a global config file, so a workflow rule is exactly one call; a flag is named as
+the workflow config key it comes from (``encodec.fit_max_frames`` -> ``--fit-max-frames``).
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ import sys
 COMMANDS = {
     "list-audio": "encodecmae.data.shards",
     "resample": "encodecmae.data.shards",
-    "fit-codebooks": "encodecmae.targets.codec",
-    "tokenize": "encodecmae.targets.codec",
-    "estimate-gamma": "encodecmae.targets.codec",
+    "fit-codebooks": "encodecmae.targets.codebooks",
+    "tokenize": "encodecmae.targets.tokenize",
+    "estimate-gamma": "encodecmae.targets.gamma",
     "download": "encodecmae.data.download",
     "download-archives": "encodecmae.data.download",
     "train": "encodecmae.training.loop",
@@ -30,10 +32,10 @@ COMMANDS = {
     "embed": "encodecmae.evaluation.embed",
     "embed-task": "encodecmae.evaluation.embed",
     "score-task": "encodecmae.evaluation.protocol",
-    "make-demo-corpus": "encodecmae.demo.synth",
-    "make-demo-task": "encodecmae.demo.synth",
+    "make-demo-corpus": "encodecmae.demo.corpus",
+    "make-demo-task": "encodecmae.demo.tasks",
     "make-table": "encodecmae.report.table",
-    "plot-curves": "encodecmae.report.table",
+    "plot-curves": "encodecmae.report.curves",
     "table-metrics": "encodecmae.report.sharing",
 }
 

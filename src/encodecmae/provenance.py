@@ -39,6 +39,8 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from encodecmae.training.config import EXECUTION_FIELDS, INPUT_FIELDS
+
 UNKNOWN = "unknown"
 # What counts as code: the whole checkout except what publishing a run commits after it
 # (dvc.lock, results/metrics.json, the README's figures) and DVC's remote configuration.
@@ -49,12 +51,6 @@ CODE_PATHSPEC = (".", ":(exclude)dvc.lock", ":(exclude)results", ":(exclude)*.md
 IGNORED_NAMES = frozenset({".snakemake_timestamp"})
 CHUNK = 1 << 20
 
-# TrainConfig fields that are not settings of the result: where files go, how the job runs, and
-# how often it logs, validates and checkpoints (resuming is bit-exact). The input files are not
-# settings either: they are recorded by content (train_data_sha256, init_from, encodec_sha256).
-EXECUTION_FIELDS = frozenset({"out", "metrics", "ckpt_dir", "resume", "num_workers", "device", "threads",
-                              "log_every", "val_every", "checkpoint_every"})
-INPUT_FIELDS = frozenset({"shards", "targets", "init_from", "encodec_checkpoint"})
 
 
 # --- code ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ workflow engine (which decides from files whether a step is done) never sees one
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import os
 import time
@@ -153,15 +154,19 @@ def register(sub) -> None:
     p.add_argument("--sha256", default=None, help="expected full SHA-256 hex digest")
     p.add_argument("--sha256-prefix", default=None,
                    help=f"expected leading hex digits of the SHA-256 (EnCodec: {ENCODEC_24KHZ_SHA256_PREFIX})")
-
-    def run(args) -> None:
-        out = download(args.url, args.out, sha256=args.sha256, sha256_prefix=args.sha256_prefix)
-        print(f"{out}: {out.stat().st_size} bytes, sha256 {sha256_file(out)}")
-
-    p.set_defaults(func=run)
+    p.set_defaults(func=cmd_download)
 
     p = sub.add_parser("download-archives", help="download, verify and unpack archives into a directory")
     p.add_argument("--archive", nargs=2, action="append", required=True, metavar=("URL", "SHA256"),
                    help="an archive and its SHA-256 ('-' when none is known); repeat for several")
     p.add_argument("--out", required=True, help="directory to unpack into")
-    p.set_defaults(func=lambda a: download_archives([(u, None if h == "-" else h) for u, h in a.archive], a.out))
+    p.set_defaults(func=cmd_download_archives)
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    out = download(args.url, args.out, sha256=args.sha256, sha256_prefix=args.sha256_prefix)
+    print(f"{out}: {out.stat().st_size} bytes, sha256 {sha256_file(out)}")
+
+
+def cmd_download_archives(args: argparse.Namespace) -> None:
+    download_archives([(url, None if digest == "-" else digest) for url, digest in args.archive], args.out)

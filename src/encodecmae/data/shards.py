@@ -14,6 +14,7 @@ lists every clip with its length, so batching and cropping need no audio I/O.
 
 from __future__ import annotations
 
+import argparse
 import csv
 from dataclasses import dataclass
 from pathlib import Path
@@ -171,14 +172,7 @@ def register(sub) -> None:
     p = sub.add_parser("list-audio", help="list the audio files under a directory, sorted")
     p.add_argument("--source-dir", required=True)
     p.add_argument("--out", required=True, help="text file: one path per line")
-
-    def run_list(args):
-        files = list_audio(args.source_dir)
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text("".join(f + "\n" for f in files))
-        print(f"{args.source_dir}: {len(files)} audio files")
-
-    p.set_defaults(func=run_list)
+    p.set_defaults(func=cmd_list_audio)
 
     p = sub.add_parser("resample", help="resample (a shard of) a list of audio files to one 24-kHz mono shard")
     p.add_argument("--file-list", required=True, help="text file: one audio path per line")
@@ -187,11 +181,17 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="shard directory to write")
     p.add_argument("--min-seconds", type=float, default=HOP / SAMPLE_RATE,
                    help="skip clips shorter than this (default: one frame)")
+    p.set_defaults(func=cmd_resample)
 
-    def run(args):
-        files = shard_files(read_file_list(args.file_list), args.n_shards, args.shard)
-        m = write_shard(files, args.out, min_samples=int(args.min_seconds * SAMPLE_RATE))
-        print(f"{args.out}: {len(m)} clips, {m.n_samples.sum() / SAMPLE_RATE / 60:.1f} min")
 
-    p.set_defaults(func=run)
+def cmd_list_audio(args: argparse.Namespace) -> None:
+    files = list_audio(args.source_dir)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text("".join(f + "\n" for f in files))
+    print(f"{args.source_dir}: {len(files)} audio files")
 
+
+def cmd_resample(args: argparse.Namespace) -> None:
+    files = shard_files(read_file_list(args.file_list), args.n_shards, args.shard)
+    m = write_shard(files, args.out, min_samples=int(args.min_seconds * SAMPLE_RATE))
+    print(f"{args.out}: {len(m)} clips, {m.n_samples.sum() / SAMPLE_RATE / 60:.1f} min")

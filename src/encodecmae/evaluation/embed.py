@@ -11,26 +11,28 @@ Frame t of a 24-kHz signal is centred at sample 320 t + 160, i.e. at (320 t + 16
 
 from __future__ import annotations
 
-import json
+import argparse
 from collections import defaultdict
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from encodecmae import CROP_SAMPLES, HOP, SAMPLE_RATE, provenance
 from encodecmae.data.audio import load_audio, resample
-from encodecmae.training.checkpoints import load_model
-from encodecmae.evaluation.protocol import task_split_names
+from encodecmae.device import resolve_device
+from encodecmae.evaluation.tasks import (
+    clip_path,
+    metadata_path,
+    read_metadata,
+    split_files,
+    task_sample_rate,
+    task_split_names,
+)
 from encodecmae.model.transformer import EncodecMAE
 from encodecmae.progress import Progress
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` means CUDA when there is a GPU, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+from encodecmae.training.checkpoints import load_model
 
 
 def frame_times_ms(n: int) -> np.ndarray:
@@ -107,20 +109,14 @@ def embed_task(checkpoint: str | Path, task_dir: str | Path, out: str | Path, la
     ``provenance.embedding_provenance``).
     """
     task_dir, out = Path(task_dir), Path(out)
-    meta_path = task_dir / "task_metadata.json"
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{meta_path}: missing task metadata (is {task_dir} a task directory?)")
-    meta = json.loads(meta_path.read_text())
-    sr = int(meta.get("sample_rate", 16000))
-    _, splits = task_split_names(meta, meta_path)
+    meta = read_metadata(task_dir)
+    sr = task_sample_rate(meta)
+    _, splits = task_split_names(meta, metadata_path(task_dir))
     emb = Embedder(checkpoint, device, layer, batch_size)
     arrays = {"provenance": provenance.to_npz_value(provenance.embedding_provenance(checkpoint, task_dir, layer))}
     for split in splits:
-        labels_path = task_dir / f"{split}.json"
-        if not labels_path.exists():
-            raise FileNotFoundError(f"{labels_path}: split listed by {meta_path} is missing")
-        files = sorted(json.loads(labels_path.read_text()))
-        clips = [load_audio(task_dir / str(sr) / split / f, sr) for f in files]
+        files = split_files(task_dir, split)
+        clips = [load_audio(clip_path(task_dir, sr, split, f), sr) for f in files]
         arrays[f"emb_{split}"] = emb.scenes(clips, sr, progress=True)
         arrays[f"files_{split}"] = np.array(files)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -128,6 +124,36 @@ def embed_task(checkpoint: str | Path, task_dir: str | Path, out: str | Path, la
     np.savez(tmp, **arrays)
     tmp.rename(out)
     return out
+
+
+def embed_files(checkpoint: str | Path, files: list[str | Path], out_dir: str | Path, layer: int = -1,
+                batch_size: int = 16, device: str = "cpu", log: Callable[[str], None] | None = None) -> list[Path]:
+    """Frame embeddings, scene embedding and frame times of each audio file (any rate, any
+    channel count), as ``out_dir/NAME.npz`` (``frames``, ``scene``, ``timestamps_ms``) per file."""
+    say = log or (lambda msg: None)
+    emb = Embedder(checkpoint, device, layer, batch_size)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clips = [load_audio(f) for f in files]
+    written = []
+    for f, frames in zip(files, emb.frames(clips, progress=True)):
+        dest = out_dir / (Path(f).stem + ".npz")
+        np.savez(dest, frames=frames, scene=frames.mean(0), timestamps_ms=frame_times_ms(len(frames)))
+        say(f"{f} -> {dest} ({len(frames)} frames x {frames.shape[1]})")
+        written.append(dest)
+    return written
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    embed_files(checkpoint=args.checkpoint, files=args.files, out_dir=args.out_dir, layer=args.layer,
+                batch_size=args.batch_size, device=args.device, log=print)
+
+
+def cmd_embed_task(args: argparse.Namespace) -> None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    embed_task(checkpoint=args.checkpoint, task_dir=args.task_dir, out=args.out, layer=args.layer,
+               batch_size=args.batch_size, device=args.device)
 
 
 def register(sub) -> None:
@@ -138,18 +164,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument("files", nargs="+", help="audio files (any rate, any channel count)")
-
-    def run_embed(args):
-        emb = Embedder(args.checkpoint, args.device, args.layer, args.batch_size)
-        out_dir = Path(args.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        clips = [load_audio(f) for f in args.files]
-        for f, frames in zip(args.files, emb.frames(clips, progress=True)):
-            dest = out_dir / (Path(f).stem + ".npz")
-            np.savez(dest, frames=frames, scene=frames.mean(0), timestamps_ms=frame_times_ms(len(frames)))
-            print(f"{f} -> {dest} ({len(frames)} frames x {frames.shape[1]})")
-
-    p.set_defaults(func=run_embed)
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("embed-task", help="scene embeddings of every clip of a HEAR-layout task")
     p.add_argument("--checkpoint", required=True)
@@ -159,10 +174,4 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
-
-    def run_task(args):
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        embed_task(args.checkpoint, args.task_dir, args.out, args.layer, args.batch_size, args.device)
-
-    p.set_defaults(func=run_task)
+    p.set_defaults(func=cmd_embed_task)

@@ -3,9 +3,9 @@
 For each task t: ``z_t = clip((score_t - mean_t) / std_t, -1, 1)`` and
 ``Global = 100 * mean_t z_t``. ``mean_t`` and ``std_t`` describe how the HEAR 2021 entries did
 on task t: the leaderboard rows with ``in_hear2021 == True`` (29 submissions), missing cells
-skipped, sample standard deviation (ddof=1), scores as fractions. This recipe (see
-``hear_protocol.md``) reproduces every Global value of the paper's Table 1 to within the
-rounding of its inputs, which ``tests/test_scores.py`` checks.
+skipped, sample standard deviation (ddof=1), scores as fractions. This recipe reproduces
+every Global value of the paper's Table 1 to within the rounding of its inputs, which
+``tests/test_scores.py`` checks.
 
 The two CSV tables ship inside the package (``encodecmae/evaluation/tables/``) so that CI and users do not
 need the project's shared reference folder.

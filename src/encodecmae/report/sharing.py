@@ -8,6 +8,7 @@ Snakemake; it is not a workflow rule.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 from pathlib import Path
@@ -43,8 +44,12 @@ def write_table_metrics(table_csv: str | Path, out: str | Path) -> dict:
     return metrics
 
 
+def cmd_table_metrics(args: argparse.Namespace) -> None:
+    write_table_metrics(table_csv=args.table, out=args.out)
+
+
 def register(sub) -> None:
     p = sub.add_parser("table-metrics", help="Table 1 (CSV) as a metrics JSON for DVC: scores per model")
     p.add_argument("--table", required=True, help="results/table1.csv")
     p.add_argument("--out", required=True, help="the JSON to write")
-    p.set_defaults(func=lambda a: write_table_metrics(a.table, a.out))
+    p.set_defaults(func=cmd_table_metrics)

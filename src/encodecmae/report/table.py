@@ -1,4 +1,4 @@
-"""Results: the Table 1 reproduction (CSV + Markdown) and training-curve plots.
+"""Results: the Table 1 reproduction (CSV + Markdown).
 
 ``make-table`` reads one score JSON per (model, task) (``score-task`` output), the task
 metadata (which paper task each task stands for) and the model checkpoints (parameter
@@ -10,13 +10,15 @@ experiment names one. Each of our rows also names what made it (``PROVENANCE_COL
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pandas as pd
 
+from encodecmae.evaluation.scores import PAPER_TASKS, global_score, paper_table1
+from encodecmae.evaluation.tasks import task_short_name
 from encodecmae.provenance import UNKNOWN, combine_sha256, merge_code_states, result_code_states
-from encodecmae.evaluation.scores import HEAR_TO_SHORT, PAPER_TASKS, global_score, paper_table1
 
 SHORT = list(PAPER_TASKS)  # NS GC SC ER FSD ESC, the paper's column order
 # What made a row (empty for the paper's rows):
@@ -29,16 +31,6 @@ SHORT = list(PAPER_TASKS)  # NS GC SC ER FSD ESC, the paper's column order
 PROVENANCE_COLUMNS = ["code_commit", "code_dirty", "run_key", "settings_sha256", "train_data_sha256",
                       "eval_data_sha256"]
 SHORT_HASH = 12
-
-
-def task_short_name(task_dir: str | Path) -> str:
-    """Which paper column a task fills: metadata ``paper_task``, else its HEAR name."""
-    meta_path = Path(task_dir) / "task_metadata.json"
-    meta = json.loads(meta_path.read_text())
-    short = meta.get("paper_task") or HEAR_TO_SHORT.get(meta.get("task_name", ""))
-    if short not in PAPER_TASKS:
-        raise ValueError(f"{meta_path}: cannot tell which paper task this is (set 'paper_task' to one of {SHORT})")
-    return short
 
 
 def encoder_params_m(checkpoint: str | Path) -> float:
@@ -161,35 +153,10 @@ def make_table(spec: list[dict], score_files: list[str | Path], task_dirs: list[
     return table
 
 
-def plot_curves(metrics_csv: str | Path, out_png: str | Path, title: str = "") -> None:
-    """Training curves: loss, masked/unmasked CE and masked accuracy against steps."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    df = pd.read_csv(metrics_csv)
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    if len(df):
-        axes[0].plot(df["step"], df["loss"], label="train loss")
-        axes[0].plot(df["step"], df["masked_ce"], label="masked CE")
-        axes[0].plot(df["step"], df["unmasked_ce"], label="unmasked CE")
-        if "val_loss" in df and df["val_loss"].notna().any():
-            v = df[df["val_loss"].notna()]
-            axes[0].plot(v["step"], v["val_loss"], "o-", label="validation loss")
-        axes[1].plot(df["step"], df["masked_acc"], label="masked top-1 accuracy")
-    else:
-        axes[0].text(0.5, 0.5, "no training steps", ha="center", va="center", transform=axes[0].transAxes)
-    for ax in axes:
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="best", fontsize=8) if ax.lines else None
-    axes[0].set_ylabel("cross-entropy (nats)")
-    fig.suptitle(title or Path(metrics_csv).parent.name)
-    fig.tight_layout()
-    Path(out_png).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=100)
-    plt.close(fig)
+def cmd_make_table(args: argparse.Namespace) -> None:
+    table = make_table(spec=json.loads(args.spec), score_files=args.scores, task_dirs=args.task_dirs,
+                       checkpoints=args.checkpoints, out_csv=args.out_csv, out_md=args.out_md)
+    print(table.to_string())
 
 
 def register(sub) -> None:
@@ -200,11 +167,4 @@ def register(sub) -> None:
     p.add_argument("--checkpoints", nargs="+", required=True, help=".../MODEL/model.pt")
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-md", required=True)
-    p.set_defaults(func=lambda a: print(make_table(json.loads(a.spec), a.scores, a.task_dirs, a.checkpoints,
-                                                   a.out_csv, a.out_md).to_string()))
-
-    p = sub.add_parser("plot-curves", help="plot a training metrics CSV")
-    p.add_argument("--metrics", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--title", default="")
-    p.set_defaults(func=lambda a: plot_curves(a.metrics, a.out, a.title))
+    p.set_defaults(func=cmd_make_table)

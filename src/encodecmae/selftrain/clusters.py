@@ -14,6 +14,7 @@ model's targets are the same three steps with the base + ST model as teacher.
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -123,13 +124,12 @@ def register(sub) -> None:
     p.add_argument("--checkpoint", required=True, help="teacher checkpoint")
     p.add_argument("--shard", required=True)
     p.add_argument("--out", required=True, help=".npy [n, D]")
-    p.add_argument("--n-crops", type=int, required=True, help="crops from this shard")
+    p.add_argument("--crops-per-shard", type=int, required=True, help="crops from this shard")
     p.add_argument("--frames-per-crop", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
-    p.set_defaults(func=lambda a: dump_features(a.checkpoint, a.shard, a.out, a.n_crops, a.frames_per_crop,
-                                                a.seed, a.batch_size, a.device))
+    p.set_defaults(func=cmd_dump_features)
 
     p = sub.add_parser("fit-kmeans", help="k-means on a seeded sample of teacher frames")
     p.add_argument("--features", nargs="+", required=True, help="dump-features outputs")
@@ -138,12 +138,7 @@ def register(sub) -> None:
     p.add_argument("--n-frames", type=int, default=10_000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-iter", type=int, default=300)
-
-    def run_fit(a):
-        info = fit_kmeans(a.features, a.out, a.k, a.n_frames, a.seed, a.max_iter)
-        print(json.dumps(info))
-
-    p.set_defaults(func=run_fit)
+    p.set_defaults(func=cmd_fit_kmeans)
 
     p = sub.add_parser("assign-clusters", help="label every frame of a shard with the teacher's clusters")
     p.add_argument("--checkpoint", required=True, help="teacher checkpoint")
@@ -152,5 +147,19 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="int16 [1, frames] .npy")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
-    p.set_defaults(func=lambda a: assign_clusters(a.checkpoint, a.kmeans, a.shard, a.out, a.batch_size,
-                                                  a.device))
+    p.set_defaults(func=cmd_assign_clusters)
+
+
+def cmd_dump_features(args: argparse.Namespace) -> None:
+    dump_features(args.checkpoint, args.shard, args.out, n_crops=args.crops_per_shard,
+                  frames_per_crop=args.frames_per_crop, seed=args.seed, batch_size=args.batch_size, device=args.device)
+
+
+def cmd_fit_kmeans(args: argparse.Namespace) -> None:
+    info = fit_kmeans(args.features, args.out, k=args.k, n_frames=args.n_frames, seed=args.seed,
+                      max_iter=args.max_iter)
+    print(json.dumps(info))
+
+
+def cmd_assign_clusters(args: argparse.Namespace) -> None:
+    assign_clusters(args.checkpoint, args.kmeans, args.shard, args.out, batch_size=args.batch_size, device=args.device)

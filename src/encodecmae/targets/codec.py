@@ -1,4 +1,4 @@
-"""EnCodec targets: the frozen 24-kHz EnCodec encoder + residual vector quantiser (RVQ).
+"""The EnCodec codec: the frozen 24-kHz EnCodec encoder + residual vector quantiser (RVQ).
 
 The MAE predicts, for every 75-Hz frame, the indices that EnCodec's RVQ assigns to it in its
 first ``n_q`` = 8 codebooks (6 kbps). The same frozen encoder (without the RVQ) is the input
@@ -6,12 +6,10 @@ frontend of the EC->EC variant.
 
 Two kinds of weights are supported, both from LOCAL files (no hub download at run time):
 
-- the official pretrained state dict ``encodec_24khz-d7cc33bc.th`` (see ``download.py``);
-- a "fitted" checkpoint written by :func:`fit_codebooks`. A randomly initialised EnCodec has
-  all-zero codebooks (EnCodec initialises them by k-means on its first training batch), so it
-  emits token 0 everywhere and gives no training signal. Where the pretrained weights cannot be
-  had, we keep the random-init encoder and fit its codebooks offline by residual k-means, which
-  yields a usable, fully reproducible (seeded) tokenizer with the same shapes and frame layout.
+- the official pretrained state dict ``encodec_24khz-d7cc33bc.th`` (see
+  :mod:`encodecmae.data.download`);
+- a "fitted" checkpoint written by :func:`encodecmae.targets.codebooks.fit_codebooks` (the
+  random-init encoder with RVQ codebooks fitted offline; see that module).
 
 Frame arithmetic: the encoder downsamples by 320 with causal padding, so N samples give
 T = ceil(N / 320) frames; a 4-s crop (96,000 samples) gives exactly 300.
@@ -27,9 +25,6 @@ only kernels that split work over output elements, and float64 GEMMs in MKL's st
 
 from __future__ import annotations
 
-import json
-import math
-import time
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -40,16 +35,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from encodecmae import CROP_SAMPLES, HOP, SAMPLE_RATE
 from encodecmae.progress import progress
-from encodecmae.data.shards import INT16_SCALE, Shard, save_targets
+from encodecmae.data.shards import INT16_SCALE
 
 
 N_Q = 8  # codebooks used as targets (6 kbps at 75 Hz, 10 bits each)
 CODEBOOK_SIZE = 1024
 BANDWIDTH_KBPS = 6.0
-FIT_CROP_SAMPLES = 2 * SAMPLE_RATE  # crops for codebook fitting: short, to cover many clips
-KMEANS_ITERS = 10
 
 
 # --------------------------------------------------------------------------------------------
@@ -57,7 +49,7 @@ KMEANS_ITERS = 10
 # --------------------------------------------------------------------------------------------
 
 
-def _new_encodec():
+def new_encodec():
     """The 24-kHz EnCodec architecture with random weights (uses torch's global RNG)."""
     from encodec import EncodecModel
 
@@ -82,7 +74,7 @@ def _read_checkpoint(path: Path) -> tuple[dict, bool]:
     raise RuntimeError(f"{path}: not an EnCodec state dict nor a fitted-codebook checkpoint")
 
 
-def _set_codebook_size(model, k: int) -> None:
+def set_codebook_size(model, k: int) -> None:
     """Give ``model`` a fresh (all-zero, un-inited) RVQ with k-entry codebooks.
 
     Fitted codebooks may be smaller than EnCodec's 1024 entries (small runs predict fewer
@@ -103,13 +95,13 @@ def build_encodec(checkpoint: str | Path | None):
     ``None`` gives the random-init model, whose all-zero codebooks emit only token 0 (the
     starting point of :func:`fit_codebooks`).
     """
-    model = _new_encodec()
+    model = new_encodec()
     if checkpoint is not None:
         path = Path(checkpoint)
         state, fitted = _read_checkpoint(path)
         embed = state.get("quantizer.vq.layers.0._codebook.embed")
         if fitted and embed is not None and embed.shape[0] != CODEBOOK_SIZE:
-            _set_codebook_size(model, embed.shape[0])
+            set_codebook_size(model, embed.shape[0])
         try:
             missing, unexpected = model.load_state_dict(state, strict=not fitted)
         except RuntimeError as exc:
@@ -255,6 +247,11 @@ class EncodecTokenizer(nn.Module):
         return rvq_encode(self.codebooks, self._encode(wav))[1]
 
 
+# --------------------------------------------------------------------------------------------
+# Residual vector quantisation
+# --------------------------------------------------------------------------------------------
+
+
 def nearest_code(x: torch.Tensor, codebook: torch.Tensor, exclude: torch.Tensor | None = None,
                  chunk: int = 16384) -> torch.Tensor:
     """Index of the nearest codeword to each row of x [N, D] in codebook [K, D] ([N] int64).
@@ -300,11 +297,11 @@ def rvq_encode(layers: Sequence[nn.Module], emb: torch.Tensor) -> tuple[torch.Te
 
 
 # --------------------------------------------------------------------------------------------
-# Clips, crops and batching
+# Audio batches through the codec
 # --------------------------------------------------------------------------------------------
 
 
-def _to_float(x: np.ndarray) -> np.ndarray:
+def to_float(x: np.ndarray) -> np.ndarray:
     """Audio as float32 in [-1, 1]; int16 PCM (as stored in shards) is rescaled."""
     x = np.asarray(x)
     if np.issubdtype(x.dtype, np.integer):
@@ -312,39 +309,8 @@ def _to_float(x: np.ndarray) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
-def shard_clips(shard_dirs: Sequence[str | Path]) -> list[np.ndarray]:
-    """Every clip of the shards as int16 views into their memory-mapped audio (no copy).
-
-    The clip functions below accept these as they are, so sampling crops reads only the crops.
-    """
-    clips = []
-    for d in shard_dirs:
-        shard = Shard.open(d)
-        for off, n in zip(shard.manifest.offset, shard.manifest.n_samples):
-            clips.append(shard.audio[int(off) : int(off) + int(n)])
-    return clips
-
-
-def _random_crops(clips: Sequence[np.ndarray], idx: Sequence[int], crop: int,
-                  rng: np.random.Generator) -> list[np.ndarray]:
-    """A random ``crop``-sample window (start on the 320-sample grid) of each clip ``idx[i]``.
-
-    Clips shorter than ``crop`` are taken whole.
-    """
-    out = []
-    for i in idx:
-        clip = clips[i]
-        n = len(clip)
-        if n <= crop:
-            out.append(_to_float(clip))
-            continue
-        start = int(rng.integers(0, (n - crop) // HOP + 1)) * HOP
-        out.append(_to_float(clip[start : start + crop]))
-    return out
-
-
-def _map_batched(fn, segments: Sequence[np.ndarray], batch_size: int, device,
-                 desc: str | None = None) -> list[torch.Tensor]:
+def map_batched(fn, segments: Sequence[np.ndarray], batch_size: int, device,
+                desc: str | None = None) -> list[torch.Tensor]:
     """``fn(wav [b, n]) -> [b, ...]`` over ``segments``, batching equal-length segments.
 
     Returns one output per segment, in input order, on the CPU. Equal lengths mean no padding,
@@ -356,301 +322,8 @@ def _map_batched(fn, segments: Sequence[np.ndarray], batch_size: int, device,
     batches = [ids[j : j + batch_size] for ids in by_len.values() for j in range(0, len(ids), batch_size)]
     out: list[torch.Tensor | None] = [None] * len(segments)
     for ids in progress(batches, desc or "", unit="batch", disable=desc is None):
-        wav = torch.from_numpy(np.stack([_to_float(segments[i]) for i in ids])).to(device)  # [b, n]
+        wav = torch.from_numpy(np.stack([to_float(segments[i]) for i in ids])).to(device)  # [b, n]
         res = fn(wav).cpu()
         for k, i in enumerate(ids):
             out[i] = res[k]
     return out  # type: ignore[return-value]
-
-
-# --------------------------------------------------------------------------------------------
-# Offline codebooks
-# --------------------------------------------------------------------------------------------
-
-
-def _assign(x: torch.Tensor, centroids: torch.Tensor, chunk: int = 16384):
-    """k-means assignment for centred x [N, D]: nearest centroid and squared distance, float32."""
-    c2 = centroids.pow(2).sum(1)  # [K]
-    idx, dist = [], []
-    for xs in x.split(chunk):
-        d = xs.pow(2).sum(1, keepdim=True) - 2 * xs @ centroids.T + c2  # [n, K]
-        m = d.min(dim=1)
-        idx.append(m.indices)
-        dist.append(m.values.clamp_min(0))
-    return torch.cat(idx), torch.cat(dist)
-
-
-def kmeans(x: torch.Tensor, k: int, n_iter: int = KMEANS_ITERS,
-           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Lloyd's k-means on x [N, D]: (centroids [k, D], cluster sizes [k]).
-
-    Starts from k distinct random points (all points plus random repeats when N < k). A cluster
-    that empties is re-seeded at the point that is currently worst quantised, so all k codes stay
-    in use when there are at least k distinct points; otherwise the extra codes end up as
-    duplicates with size 0. The data are centred first so that float32 distances stay accurate.
-
-    Plain random seeding, not k-means++: on EnCodec encoder frames k-means++ picks outliers, and
-    its 1024 sequential steps cost more than the Lloyd iterations; measured on held-out frames,
-    random seeding gave lower RVQ error and twice the codebook usage. Ten iterations are as good
-    as twenty there.
-    """
-    n = x.shape[0]
-    if n == 0:
-        raise ValueError("kmeans: no data")
-    mean = x.mean(dim=0)
-    x = x - mean  # [N, D]
-    if n >= k:
-        init = torch.randperm(n, generator=generator)[:k]
-    else:
-        extra = torch.randint(0, n, (k - n,), generator=generator)
-        init = torch.cat([torch.randperm(n, generator=generator), extra])
-    centroids = x[init].clone()  # [k, D]
-    for _ in range(n_iter):
-        assign, dist = _assign(x, centroids)
-        counts = torch.bincount(assign, minlength=k)
-        sums = torch.zeros_like(centroids).index_add_(0, assign, x)
-        live = counts > 0
-        centroids[live] = sums[live] / counts[live, None].to(x.dtype)
-        dead = (~live).nonzero().squeeze(1)
-        if len(dead):
-            worst = dist.topk(min(len(dead), n)).indices
-            centroids[dead[: len(worst)]] = x[worst]
-    assign, _ = _assign(x, centroids)
-    return centroids + mean, torch.bincount(assign, minlength=k)
-
-
-def _next_residual(residual: torch.Tensor, centroids: torch.Tensor, assign: torch.Tensor,
-                   sizes: torch.Tensor) -> torch.Tensor:
-    """The residual [N, D] handed from one RVQ stage to the next while fitting.
-
-    A frame alone in its cluster has itself as its code, so its in-sample residual is exactly
-    zero: with few frames per code (1024 codes, a few thousand frames) these zeros pile up
-    stage after stage until the later codebooks are fitted on nothing and collapse to one code.
-    Such a frame gets the residual to its second-nearest code instead, i.e. what a similar,
-    unseen frame would leave. Measured on held-out frames this removes the collapse and matches
-    the plain residual where frames are plentiful (15k frames: same RVQ error).
-    """
-    out = residual - centroids[assign]
-    alone = sizes[assign] == 1
-    if alone.any():
-        other = nearest_code(residual[alone], centroids, exclude=assign[alone])
-        out[alone] = residual[alone] - centroids[other]
-    return out
-
-
-def fit_codebooks(clips: Sequence[np.ndarray], out_path: str | Path, n_q: int = N_Q,
-                  k: int = CODEBOOK_SIZE, seed: int = 0, max_frames: int = 12_000,
-                  batch_size: int = 8) -> dict:
-    """Fit RVQ codebooks for the seeded random-init EnCodec encoder and save a checkpoint.
-
-    The encoder is the random-init 24-kHz EnCodec built under ``torch.manual_seed(seed)``.
-    Its output is computed on seeded random 2-s crops of ``clips`` (float or int16 arrays at
-    24 kHz) totalling about ``max_frames`` frames (all of the audio if it is shorter): the
-    encoder, not k-means, dominates the cost (~10-15x real time on 2 CPU cores), so frames are
-    subsampled as audio before encoding. Codebook q is then fitted by k-means on the residual
-    left by codebooks < q (see :func:`_next_residual`) and written into the quantiser's buffers
-    (embed, embed_avg, cluster_size, inited); with ``k`` < 1024 the quantiser is rebuilt with
-    k-entry codebooks. Saves ``{"state_dict", "kind": "fitted", "n_q", "codebook_size", "seed",
-    "n_frames"}`` (encoder + quantiser weights) and returns a summary dict.
-    """
-    t0 = time.time()
-    if not 2 <= k <= CODEBOOK_SIZE:
-        raise ValueError(f"codebook size must be in 2..{CODEBOOK_SIZE} (EnCodec's), got {k}")
-    if not clips:
-        raise ValueError("fit_codebooks: no clips")
-    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's RNG
-        torch.manual_seed(seed)
-        model = _new_encodec()
-    if k != CODEBOOK_SIZE:
-        _set_codebook_size(model, k)
-    model.eval()
-    model.requires_grad_(False)
-    layers = model.quantizer.vq.layers
-    if not 1 <= n_q <= len(layers):
-        raise ValueError(f"n_q must be in 1..{len(layers)}, got {n_q}")
-
-    # Seeded crops, drawn with probability proportional to clip length, until the budget is met.
-    rng = np.random.default_rng(seed)
-    lengths = np.array([len(c) for c in clips], dtype=np.float64)
-    total_frames = int(lengths.sum()) // HOP
-    if total_frames <= max_frames:
-        crops = [_to_float(c[s : s + FIT_CROP_SAMPLES]) for c in clips for s in range(0, len(c), FIT_CROP_SAMPLES)]
-    else:
-        n_crops = math.ceil(max_frames / (FIT_CROP_SAMPLES // HOP))
-        idx = rng.choice(len(clips), size=n_crops, p=lengths / lengths.sum())
-        crops = _random_crops(clips, idx, FIT_CROP_SAMPLES, rng)
-    encoder = model.encoder
-    with torch.no_grad():
-        feats = _map_batched(lambda w: encoder_forward(encoder, w[:, None, :]), crops, batch_size, "cpu",
-                             desc="encode")
-    x = torch.cat([f.T for f in feats])  # [n_frames, 128]
-    if len(x) > max_frames:
-        x = x[torch.from_numpy(rng.choice(len(x), size=max_frames, replace=False))]
-    t_encode = time.time() - t0
-
-    gen = torch.Generator().manual_seed(seed)
-    residual = x.clone()  # [n_frames, 128]: what is left for codebook q to quantise
-    n_used = []
-    for q in progress(range(n_q), "k-means", unit="codebook"):
-        centroids, _ = kmeans(residual, k, generator=gen)
-        assign = nearest_code(residual, centroids)  # the rule tokenize() uses
-        sizes = torch.bincount(assign, minlength=k)
-        cb = layers[q]._codebook  # EnCodec's buffers, as its own k-means init fills them
-        cb.embed.copy_(centroids)
-        cb.embed_avg.copy_(centroids)
-        cb.cluster_size.copy_(sizes.float())
-        cb.inited.fill_(1.0)
-        n_used.append(int((sizes > 0).sum()))
-        residual = _next_residual(residual, centroids, assign, sizes)
-
-    state = {k_: v for k_, v in model.state_dict().items() if not k_.startswith("decoder.")}
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".partial")
-    torch.save({"state_dict": state, "kind": "fitted", "n_q": n_q, "codebook_size": k, "seed": seed,
-                "n_frames": len(x)}, tmp)
-    tmp.replace(out_path)
-    summary = {
-        "n_frames": len(x),
-        "n_crops": len(crops),
-        "seconds_encode": round(t_encode, 2),
-        "seconds_total": round(time.time() - t0, 2),
-        "n_used": n_used,  # codes used by the fitting frames, per codebook
-    }
-    return summary
-
-
-# --------------------------------------------------------------------------------------------
-# Diagnostics: codebook usage and per-codebook loss weights
-# --------------------------------------------------------------------------------------------
-
-
-def codebook_usage(tokens, codebook_size: int = CODEBOOK_SIZE) -> dict:
-    """Per-codebook number of distinct codes and entropy (bits) of tokens [..., n_q, T].
-
-    ``codebook_size`` only sizes the histograms (any K up to it is fine)."""
-    t = torch.as_tensor(np.asarray(tokens)) if not isinstance(tokens, torch.Tensor) else tokens
-    t = t.long().movedim(-2, 0).reshape(t.shape[-2], -1)  # [n_q, everything else]
-    n_used, entropy = [], []
-    for row in t:
-        counts = torch.bincount(row, minlength=codebook_size).double()
-        p = counts[counts > 0] / counts.sum()
-        n_used.append(int((counts > 0).sum()))
-        entropy.append(float(-(p * p.log2()).sum()) + 0.0)  # + 0.0 turns -0.0 into 0.0
-    return {"n_used": n_used, "entropy_bits": entropy}
-
-
-def estimate_gamma(tokenizer: EncodecTokenizer, clips: Sequence[np.ndarray], n_clips: int = 150,
-                   seed: int = 0, batch_size: int = 16) -> np.ndarray:
-    """Per-codebook loss weights gamma [n_q]: mean quantisation error of each RVQ stage.
-
-    The paper sets gamma_q to "the average quantization error for the q-th codebook computed
-    over 150 random training samples, normalized to sum to 1.0". Here the error of codebook q
-    is the mean (over all frames of the sample) squared norm of the residual it leaves,
-    ||r_q - c_q(r_q)||^2 (see :func:`rvq_encode`); the sample is ``n_clips`` clips drawn
-    without replacement (all clips if fewer), one random 4-s crop each, seeded by ``seed``.
-    """
-    rng = np.random.default_rng(seed)
-    idx = rng.choice(len(clips), size=min(n_clips, len(clips)), replace=False)
-    crops = _random_crops(clips, np.sort(idx), CROP_SAMPLES, rng)
-    errs = _map_batched(tokenizer.stage_errors, crops, batch_size, tokenizer.device)  # each [n_q, T]
-    err = torch.cat(errs, dim=1).double().mean(dim=1)  # [n_q]: pooled over every frame
-    return (err / err.sum()).numpy()
-
-
-# --------------------------------------------------------------------------------------------
-# Shard tokenisation
-# --------------------------------------------------------------------------------------------
-
-
-def tokenize_shard(shard_dir: str | Path, checkpoint: str | Path | None, out_path: str | Path,
-                   n_q: int = N_Q, batch_size: int = 16, chunk_seconds: float = 10.0,
-                   device: str = "cpu") -> np.ndarray:
-    """Write the EnCodec tokens of every clip of a shard as int16 [n_q, shard.n_frames].
-
-    Clips are whole multiples of 320 samples, so clip frame t is shard frame offset // 320 + t
-    and each clip gets exactly n_samples // 320 token frames. Long clips are cut into
-    ``chunk_seconds`` chunks (a multiple of 320 samples), each tokenised on its own (the codec
-    restarts at every chunk boundary, as it does at the start of a 4-s training crop); chunks of
-    equal length are batched.
-    """
-    chunk = chunk_seconds * SAMPLE_RATE
-    if chunk <= 0 or chunk != int(chunk) or int(chunk) % HOP:
-        raise ValueError(f"chunk_seconds={chunk_seconds} is not a positive multiple of {HOP} samples")
-    chunk = int(chunk)
-    shard = Shard.open(shard_dir)
-    tokenizer = EncodecTokenizer(checkpoint, n_q=n_q).to(device)
-    starts = []  # (shard sample offset, n_samples) per chunk
-    for off, n in zip(shard.manifest.offset, shard.manifest.n_samples):
-        off, n = int(off), int(n)
-        if off % HOP or n % HOP:
-            raise ValueError(f"{shard.path}: clip at offset {off} with {n} samples is off the {HOP}-sample grid")
-        starts += [(off + s, min(chunk, n - s)) for s in range(0, n, chunk)]
-    segments = [shard.audio[o : o + n] for o, n in starts]  # int16 memmap views
-    tokens = _map_batched(tokenizer.tokenize, segments, batch_size, device, desc=f"tokenize {shard.path.name}")
-    targets = np.zeros((n_q, shard.n_frames), dtype=np.int16)
-    for (o, n), tok in zip(starts, tokens):
-        assert tok.shape == (n_q, n // HOP), tok.shape
-        targets[:, o // HOP : o // HOP + n // HOP] = tok.numpy()
-    save_targets(out_path, targets)
-    return targets
-
-
-# --------------------------------------------------------------------------------------------
-# Command line
-# --------------------------------------------------------------------------------------------
-
-
-def _cmd_fit(args) -> None:
-    summary = fit_codebooks(shard_clips(args.shards), args.out, n_q=args.n_q, k=args.codebook_size,
-                            seed=args.seed, max_frames=args.max_frames)
-    print(json.dumps({"out": str(args.out), **summary}))
-
-
-def _cmd_tokenize(args) -> None:
-    tokens = tokenize_shard(args.shard, args.checkpoint, args.out, n_q=args.n_q, batch_size=args.batch_size,
-                            chunk_seconds=args.chunk_seconds, device=args.device)
-    print(json.dumps({"out": str(args.out), "n_frames": tokens.shape[1], **codebook_usage(tokens)}))
-
-
-def _cmd_gamma(args) -> None:
-    tokenizer = EncodecTokenizer(args.checkpoint, n_q=args.n_q).to(args.device)
-    clips = shard_clips(args.shards)
-    gamma = estimate_gamma(tokenizer, clips, n_clips=args.n_clips, seed=args.seed)
-    result = {"gamma": [float(g) for g in gamma], "n_clips": min(args.n_clips, len(clips)), "n_q": args.n_q}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result))
-
-
-def register(sub) -> None:
-    p = sub.add_parser("fit-codebooks", help="fit RVQ codebooks for the random-init EnCodec (no pretrained weights)")
-    p.add_argument("--shards", nargs="+", required=True, metavar="DIR", help="shard directories to sample frames from")
-    p.add_argument("--out", required=True, help="fitted checkpoint (.pt) to write")
-    p.add_argument("--n-q", type=int, default=N_Q, help="codebooks to fit")
-    p.add_argument("--codebook-size", type=int, default=CODEBOOK_SIZE, help="entries per codebook")
-    p.add_argument("--seed", type=int, default=0, help="seeds the encoder weights, crops and k-means")
-    p.add_argument("--max-frames", type=int, default=12_000, help="encoder frames to fit on (75 per second)")
-    p.set_defaults(func=_cmd_fit)
-
-    p = sub.add_parser("tokenize", help="EnCodec tokens of every clip of a shard")
-    p.add_argument("--shard", required=True, metavar="DIR", help="shard directory")
-    p.add_argument("--checkpoint", required=True, help="EnCodec weights: official state dict or fitted checkpoint")
-    p.add_argument("--out", required=True, help="int16 [n_q, n_frames] .npy to write")
-    p.add_argument("--n-q", type=int, default=N_Q, help="codebooks to keep")
-    p.add_argument("--batch-size", type=int, default=16,
-                   help="chunks per forward pass (on CPU small batches run faster: 1-4)")
-    p.add_argument("--chunk-seconds", type=float, default=10.0, help="long clips are tokenised in chunks this long")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.set_defaults(func=_cmd_tokenize)
-
-    p = sub.add_parser("estimate-gamma", help="per-codebook loss weights from RVQ quantisation errors")
-    p.add_argument("--shards", nargs="+", required=True, metavar="DIR", help="shard directories to sample clips from")
-    p.add_argument("--checkpoint", required=True, help="EnCodec weights: official state dict or fitted checkpoint")
-    p.add_argument("--out", required=True, help="JSON to write: {gamma, n_clips, n_q}")
-    p.add_argument("--n-q", type=int, default=N_Q, help="codebooks")
-    p.add_argument("--n-clips", type=int, default=150, help="random clips (one 4-s crop each)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the clip and crop sample")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.set_defaults(func=_cmd_gamma)

@@ -1,13 +1,18 @@
-"""Pretraining and self-training loop.
+"""The training loop of pretraining and self-training.
 
 AdamW (wd 0.05, betas 0.9/0.95), constant lr 1e-4, global batch 128 split over data-parallel
 ranks (torchrun/DDP) and gradient-accumulation micro-batches; bf16 autocast on CUDA, fp32 on
-CPU. Batches are a pure function of (seed, step) (see data.py), so resuming from a checkpoint
+CPU. Batches are a pure function of (seed, step) (see ``batches``), so resuming from a checkpoint
 replays exactly the batches an uninterrupted run would see.
 
 Resuming is explicit: ``--resume`` continues from the newest checkpoint in ``--ckpt-dir`` (and
 starts fresh when there is none); without it an existing checkpoint directory is an error, so
 no run silently continues another.
+
+:func:`train` reads as the procedure; each part it calls is one step of it: :func:`setup`
+(ranks, device, data, model, optimiser), :func:`restore` (the newest step checkpoint),
+:func:`train_step`, :class:`TrainingLog` (metric rows, validation, progress lines) and
+:func:`save`.
 """
 
 from __future__ import annotations
@@ -27,73 +32,96 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from encodecmae.training import checkpoints as ckpt_io
 from encodecmae import provenance
-from encodecmae.training.batches import Batch, Corpus, StepDataset
+from encodecmae.device import resolve_device
+from encodecmae.model.config import ModelConfig
 from encodecmae.model.loss import mae_loss
 from encodecmae.model.masking import valid_mask
-from encodecmae.model.config import ModelConfig
 from encodecmae.model.transformer import EncodecMAE, count_parameters
 from encodecmae.progress import format_duration
+from encodecmae.training import checkpoints as ckpt_io
+from encodecmae.training.batches import Corpus, StepDataset
+from encodecmae.training.config import EXECUTION_FIELDS, RESUME_MAY_CHANGE, TrainConfig, add_arguments, from_args
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train ``cfg.steps`` steps (continuing a resumed run) and write the final model ``cfg.out``."""
+    run = setup(cfg)
+    start = restore(run)
+    log = TrainingLog(run, start)
+    step = start
+    for step, batch in batches(run, start):
+        parts = train_step(run, batch)
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            log.write(step, parts)
+        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            save(run, run.ckpt_dir / f"step_{step:07d}.pt", step, with_optimizer=True)
+    save(run, Path(cfg.out), step, with_optimizer=False)
+    if run.world > 1:
+        dist.destroy_process_group()
+    return Path(cfg.out)
+
+
+# --- setup -------------------------------------------------------------------------------------
 
 
 @dataclass
-class TrainConfig:
-    shards: list[str]
-    targets: list[str]
-    out: str
-    ckpt_dir: str
-    metrics: str
-    size: str = "base"
-    input: str = "mel256"
-    encodec_checkpoint: str | None = None
-    n_layers: int | None = None  # architecture overrides of the size preset
-    d_model: int | None = None
-    n_heads: int | None = None
-    ff_dim: int | None = None
-    init_from: str | None = None  # self-training: start from a teacher checkpoint
-    reset_head: bool = False
-    n_streams: int | None = None  # default: the number of target streams
-    n_classes: int = 1024
-    mask_token: str = "learned"
-    steps: int = 500_000
-    batch_size: int = 128  # global batch
-    grad_accum: int = 1
-    lr: float = 1e-4
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
-    delta: float = 0.9
-    gamma: list[float] = field(default_factory=list)  # empty: uniform
-    mask_prop: float = 0.5
-    mask_gap: int = 15
-    seed: int = 0
-    checkpoint_every: int = 50_000
-    log_every: int = 50
-    val_clips: int = 200
-    val_every: int = 10_000
-    num_workers: int = 4
-    device: str = "auto"
-    resume: bool = False
-    threads: int = 0
+class Run:
+    """What the steps of one training job share."""
+
+    cfg: TrainConfig
+    rank: int
+    world: int
+    device: torch.device
+    corpus: Corpus
+    model: EncodecMAE
+    opt: torch.optim.Optimizer
+    gamma: torch.Tensor
+    ckpt_dir: Path
+    extra: dict = field(default_factory=dict)  # recorded in the checkpoint config (init_from)
+    ddp: torch.nn.Module | None = None  # the model as the steps call it (DDP-wrapped on several ranks)
+    provenance: dict | None = None
+    code_version: str | None = None
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def per_rank(self) -> int:
+        return self.cfg.batch_size // self.world
+
+    @property
+    def micro(self) -> int:
+        return self.per_rank // self.cfg.grad_accum
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else nullcontext()
 
 
-# --- distributed helpers -------------------------------------------------------------------
-
-
-def dist_info() -> tuple[int, int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
-
-def pick_device(name: str, local_rank: int) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
-
-
-# --- model construction --------------------------------------------------------------------
+def setup(cfg: TrainConfig) -> Run:
+    """Ranks and device, the corpus, and the seeded model, loss weights and optimiser."""
+    rank, world, local_rank = (int(os.environ.get(k, d)) for k, d in (("RANK", 0), ("WORLD_SIZE", 1),
+                                                                         ("LOCAL_RANK", 0)))
+    device = resolve_device(cfg.device, local_rank)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by world size x --grad-accum "
+                         f"({world} x {cfg.grad_accum})")
+    corpus = Corpus(cfg.shards, cfg.targets, n_val=cfg.val_clips, seed=cfg.seed)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    random.seed(cfg.seed)  # the global Python and numpy generators too: their states are saved
+    np.random.seed(cfg.seed)  # in every checkpoint, so two runs write the same bytes
+    model, extra = build_training_model(cfg, corpus.n_streams)
+    model.to(device).train()
+    gamma = resolve_gamma(cfg, corpus.n_streams).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    return Run(cfg=cfg, rank=rank, world=world, device=device, corpus=corpus, model=model, opt=opt, gamma=gamma,
+               ckpt_dir=Path(cfg.ckpt_dir), extra=extra)
 
 
 def build_training_model(cfg: TrainConfig, n_target_streams: int) -> tuple[EncodecMAE, dict]:
@@ -126,7 +154,140 @@ def resolve_gamma(cfg: TrainConfig, n_streams: int) -> torch.Tensor:
     return torch.tensor(cfg.gamma, dtype=torch.float32)
 
 
-# --- metrics ---------------------------------------------------------------------------------
+# --- restore -----------------------------------------------------------------------------------
+
+
+def restore(run: Run) -> int:
+    """Load the newest step checkpoint when resuming; wrap the model for several ranks; record
+    the run's provenance. Returns the step training continues from (0 for a new run)."""
+    cfg, existing = run.cfg, ckpt_io.list_checkpoints(run.ckpt_dir)
+    if existing and not cfg.resume:
+        raise FileExistsError(f"{run.ckpt_dir}: holds checkpoints from an earlier run; pass --resume to continue "
+                              f"it or remove the directory")
+    start, resumed = 0, None
+    if existing:
+        state = ckpt_io.load(existing[-1], map_location=run.device)
+        check_resumable(state, cfg, existing[-1])
+        run.model.load_state_dict(state["model"])
+        run.opt.load_state_dict(state["optimizer"])
+        ckpt_io.set_rng_state(state["rng"])
+        start, resumed = int(state["step"]), state.get("provenance")
+        if run.main:
+            print(f"resuming from {existing[-1]} at step {start}", flush=True)
+    run.ddp = torch.nn.parallel.DistributedDataParallel(
+        run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None) if run.world > 1 else run.model
+    if run.main:
+        # what makes this model (code commit, run key, settings and data hashes), in every checkpoint;
+        # git runs once per job, not at every checkpoint
+        run.provenance = provenance.model_provenance(asdict(cfg), resumed_from=resumed)
+        run.code_version = ckpt_io.code_version()
+        counts = count_parameters(run.model)
+        print(f"model {run.model.cfg.size} ({run.model.cfg.input}): {counts['encoder'] / 1e6:.1f} M encoder "
+              f"parameters, {counts['total'] / 1e6:.1f} M in all; {len(run.corpus.train_clips)} training clips, "
+              f"{len(run.corpus.val_clips)} validation clips; batch {cfg.batch_size} = {run.world} ranks x "
+              f"{cfg.grad_accum} accumulation x {run.micro}", flush=True)
+    return start
+
+
+def check_resumable(state: dict, cfg: TrainConfig, path: Path) -> None:
+    old = state.get("config", {}).get("train", {})
+    new = asdict(cfg)
+    diff = sorted(k for k in new if k not in RESUME_MAY_CHANGE and _norm(old.get(k)) != _norm(new[k]))
+    if diff:
+        raise ValueError(f"{path}: checkpoint was trained with different settings ({', '.join(diff)}); "
+                         f"resume it with the same settings or use another --ckpt-dir")
+
+
+def _norm(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+# --- step --------------------------------------------------------------------------------------
+
+
+def batches(run: Run, start: int):
+    """(step number, global batch) for steps start+1 .. cfg.steps, prefetched by workers."""
+    cfg = run.cfg
+    loader = torch.utils.data.DataLoader(
+        StepDataset(run.corpus, cfg.batch_size, cfg.seed, cfg.mask_prop, cfg.mask_gap),
+        sampler=range(start, cfg.steps), batch_size=None, num_workers=cfg.num_workers,
+        pin_memory=run.device.type == "cuda", persistent_workers=False,
+        # its own generator: each new iterator draws a base seed, which must not come from the
+        # global RNG (saved in checkpoints), or a resumed job would end in another RNG state
+        generator=torch.Generator().manual_seed(cfg.seed),
+        prefetch_factor=4 if cfg.num_workers else None)
+    for step_idx, batch in zip(range(start, cfg.steps), loader):
+        yield step_idx + 1, batch
+
+
+def train_step(run: Run, batch) -> dict[str, torch.Tensor]:
+    """One optimiser step on this rank's share of the global batch: masked frames are dropped,
+    the encoder sees the visible ones, the decoder predicts the targets of every frame, and the
+    weighted cross-entropy is back-propagated (over ``grad_accum`` micro-batches). Returns the
+    loss parts averaged over the micro-batches."""
+    cfg = run.cfg
+    mine = batch.slice(run.rank * run.per_rank, (run.rank + 1) * run.per_rank)
+    run.opt.zero_grad(set_to_none=True)
+    acc: dict[str, torch.Tensor] = {}
+    for m in range(cfg.grad_accum):
+        b = mine.slice(m * run.micro, (m + 1) * run.micro).to(run.device)
+        sync = m == cfg.grad_accum - 1 or run.world == 1
+        with (nullcontext() if sync else run.ddp.no_sync()), run.autocast():
+            logits = run.ddp(b.wav, b.lengths, b.mask)
+            parts = mae_loss(logits, b.targets, b.mask, valid_mask(b.lengths, b.mask.shape[1]), run.gamma, cfg.delta)
+        (parts["loss"] / cfg.grad_accum).backward()
+        for k, v in parts.items():
+            acc[k] = acc.get(k, 0) + v.detach() / cfg.grad_accum
+    run.opt.step()
+    return acc
+
+
+@torch.no_grad()
+def validate(run: Run) -> dict[str, float]:
+    """Mean of the loss parts over the fixed held-out crops (weighted by clips per batch)."""
+    cfg, model = run.cfg, run.model
+    model.eval()
+    sums: dict[str, float] = {}
+    n = 0
+    for batch in run.corpus.val_batches(max(1, cfg.batch_size // cfg.grad_accum), cfg.seed, cfg.mask_prop,
+                                        cfg.mask_gap):
+        b = batch.to(run.device)
+        with run.autocast():
+            logits = model(b.wav, b.lengths, b.mask)
+        parts = scalars(mae_loss(logits, b.targets, b.mask, valid_mask(b.lengths, b.mask.shape[1]), run.gamma,
+                                 cfg.delta), "val_")
+        k = len(b.lengths)
+        for key, v in parts.items():
+            sums[key] = sums.get(key, 0.0) + v * k
+        n += k
+    model.train()
+    return {k: v / n for k, v in sums.items()} if n else {}
+
+
+# --- log ---------------------------------------------------------------------------------------
+
+PARTS = ("masked_ce", "unmasked_ce", "masked_acc")  # per-stream loss parts, besides the loss
+
+
+def metric_columns(n_streams: int) -> list[str]:
+    """Columns of metrics.csv: what the run computed, nothing about how fast (two runs of the same
+    settings write the same file, which DVC versions); speed goes to the log lines."""
+    def names(prefix: str) -> list[str]:
+        cols = [f"{prefix}loss"]
+        for part in PARTS:
+            cols += [f"{prefix}{part}"] + [f"{prefix}{part}_q{q}" for q in range(n_streams)]
+        return cols
+
+    return ["step", "lr", *names(""), *names("val_")]
+
+
+def scalars(parts: dict[str, torch.Tensor], prefix: str = "") -> dict[str, float]:
+    out = {f"{prefix}loss": float(parts["loss"])}
+    for name in PARTS:
+        v = parts[name].detach().float().cpu()
+        out[f"{prefix}{name}"] = float(v.mean())
+        out.update({f"{prefix}{name}_q{q}": float(x) for q, x in enumerate(v)})
+    return out
 
 
 class MetricsWriter:
@@ -149,13 +310,34 @@ class MetricsWriter:
             csv.DictWriter(f, fieldnames=self.columns).writerow({k: row.get(k, "") for k in self.columns})
 
 
-def scalars(parts: dict[str, torch.Tensor], prefix: str = "") -> dict[str, float]:
-    out = {f"{prefix}loss": float(parts["loss"])}
-    for name in ("masked_ce", "unmasked_ce", "masked_acc"):
-        v = parts[name].detach().float().cpu()
-        out[f"{prefix}{name}"] = float(v.mean())
-        out.update({f"{prefix}{name}_q{q}": float(x) for q, x in enumerate(v)})
-    return out
+class TrainingLog:
+    """Metric rows (metrics.csv, validation included when due) and one progress line per row."""
+
+    def __init__(self, run: Run, start: int):
+        self.run, self.start = run, start
+        self.writer = MetricsWriter(run.cfg.metrics, metric_columns(run.corpus.n_streams), start) if run.main \
+            else None
+        self.t_start = self.t_last = time.perf_counter()  # of this job's steps: elapsed time and ETA
+        self.last_step = start
+
+    def write(self, step: int, parts: dict[str, torch.Tensor]) -> None:
+        run, cfg = self.run, self.run.cfg
+        if run.world > 1:
+            for v in parts.values():
+                dist.all_reduce(v)
+                v /= run.world
+        now = time.perf_counter()
+        rate = (step - self.last_step) * cfg.batch_size / (now - self.t_last)
+        self.t_last, self.last_step = now, step
+        row = {"step": step, "lr": run.opt.param_groups[0]["lr"], "clips_per_s": rate, **scalars(parts)}
+        if not math.isfinite(row["loss"]):
+            raise FloatingPointError(f"loss is {row['loss']} at step {step}; last checkpoint is kept in "
+                                     f"{run.ckpt_dir}")
+        if run.main and cfg.val_clips and (step % cfg.val_every == 0 or step == cfg.steps):
+            row.update(validate(run))
+        if run.main:
+            self.writer.write(row)
+            print(progress_line(row, cfg.steps, self.start, time.perf_counter() - self.t_start), flush=True)
 
 
 def progress_line(row: dict, total: int, start: int, elapsed: float) -> str:
@@ -175,248 +357,45 @@ def progress_line(row: dict, total: int, start: int, elapsed: float) -> str:
     return "train: " + ", ".join(parts)
 
 
-@torch.no_grad()
-def validate(model: EncodecMAE, corpus: Corpus, cfg: TrainConfig, gamma, device, autocast) -> dict[str, float]:
-    """Mean of the loss parts over the fixed held-out crops (weighted by clips per batch)."""
-    model.eval()
-    sums: dict[str, float] = {}
-    n = 0
-    for batch in corpus.val_batches(max(1, cfg.batch_size // cfg.grad_accum), cfg.seed, cfg.mask_prop, cfg.mask_gap):
-        b = batch.to(device)
-        with autocast():
-            logits = model(b.wav, b.lengths, b.mask)
-        parts = scalars(mae_loss(logits, b.targets, b.mask, valid_mask(b.lengths, b.mask.shape[1]), gamma, cfg.delta), "val_")
-        k = len(b.lengths)
-        for key, v in parts.items():
-            sums[key] = sums.get(key, 0.0) + v * k
-        n += k
-    model.train()
-    return {k: v / n for k, v in sums.items()} if n else {}
+# --- save --------------------------------------------------------------------------------------
 
 
-# Settings that may change between a run and its resumption: they do not alter the trajectory
-# (steps only extends it). Anything else differing means the checkpoint belongs to another run.
-RESUME_MAY_CHANGE = {"steps", "resume", "num_workers", "device", "threads", "log_every", "val_every",
-                     "checkpoint_every", "out", "metrics", "ckpt_dir"}
-
-
-def check_resumable(state: dict, cfg: TrainConfig, path: Path) -> None:
-    old = state.get("config", {}).get("train", {})
-    new = asdict(cfg)
-    diff = sorted(k for k in new if k not in RESUME_MAY_CHANGE and _norm(old.get(k)) != _norm(new[k]))
-    if diff:
-        raise ValueError(f"{path}: checkpoint was trained with different settings ({', '.join(diff)}); "
-                         f"resume it with the same settings or use another --ckpt-dir")
-
-
-def _norm(v):
-    return list(v) if isinstance(v, tuple) else v
-
-
-# --- the loop --------------------------------------------------------------------------------
-
-
-def train(cfg: TrainConfig) -> Path:
-    rank, world, local_rank = dist_info()
-    device = pick_device(cfg.device, local_rank)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    per_rank = cfg.batch_size // world
-    if cfg.batch_size % (world * cfg.grad_accum):
-        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by world size x --grad-accum "
-                         f"({world} x {cfg.grad_accum})")
-    micro = per_rank // cfg.grad_accum
-    main = rank == 0
-
-    corpus = Corpus(cfg.shards, cfg.targets, n_val=cfg.val_clips, seed=cfg.seed)
-    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    random.seed(cfg.seed)  # the global Python and numpy generators too: their states are saved
-    np.random.seed(cfg.seed)  # in every checkpoint, so two runs write the same bytes
-    model, extra = build_training_model(cfg, corpus.n_streams)
-    model.to(device).train()
-    gamma = resolve_gamma(cfg, corpus.n_streams).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
-
-    ckpt_dir = Path(cfg.ckpt_dir)
-    existing = ckpt_io.list_checkpoints(ckpt_dir)
-    start = 0
-    if existing and not cfg.resume:
-        raise FileExistsError(f"{ckpt_dir}: holds checkpoints from an earlier run; pass --resume to continue "
-                              f"it or remove the directory")
-    if existing:
-        state = ckpt_io.load(existing[-1], map_location=device)
-        check_resumable(state, cfg, existing[-1])
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        ckpt_io.set_rng_state(state["rng"])
-        start = int(state["step"])
-        if main:
-            print(f"resuming from {existing[-1]} at step {start}", flush=True)
-
-    ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if device.type == "cuda" else None) \
-        if world > 1 else model
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" else nullcontext
-    # The settings of the run, without those of one job (threads, device, workers, logging,
-    # paths it writes): a job given other cores writes the same checkpoint bytes.
-    resolved = {"train": {k: v for k, v in asdict(cfg).items() if k not in RESUME_MAY_CHANGE or k == "steps"},
-                "world_size": world, **extra}
-    # What makes this model (code commit, run key, settings and data hashes), in every checkpoint.
-    prov = provenance.model_provenance(asdict(cfg), resumed_from=state.get("provenance") if existing else None) \
-        if main else None
-    if main:
-        counts = count_parameters(model)
-        print(f"model {model.cfg.size} ({model.cfg.input}): {counts['encoder'] / 1e6:.1f} M encoder parameters, "
-              f"{counts['total'] / 1e6:.1f} M in all; {len(corpus.train_clips)} training clips, "
-              f"{len(corpus.val_clips)} validation clips; batch {cfg.batch_size} = {world} ranks x "
-              f"{cfg.grad_accum} accumulation x {micro}", flush=True)
-
-    # What the run computed, nothing about how fast: two runs of the same settings write the same
-    # file (DVC versions it). Speed (clips/s) goes to the log lines.
-    columns = ["step", "lr"]
-    probe = {"loss": 0, "masked_ce": torch.zeros(corpus.n_streams), "unmasked_ce": torch.zeros(corpus.n_streams),
-             "masked_acc": torch.zeros(corpus.n_streams)}
-    columns += list(scalars(probe)) + list(scalars(probe, "val_"))
-    writer = MetricsWriter(cfg.metrics, columns, start) if main else None
-
-    version = ckpt_io.code_version() if main else None  # git runs once per job, not per checkpoint
-
-    def payload(step: int, with_optimizer: bool) -> dict:
-        d = {"model": model.state_dict(), "model_config": model.cfg.to_dict(), "step": step,
-             "config": resolved, "code_version": version, "gamma": gamma.tolist(),
-             "rng": ckpt_io.rng_state(), "provenance": prov}
+def save(run: Run, path: Path, step: int, with_optimizer: bool) -> None:
+    """Write a checkpoint (rank 0; the others wait): weights, step, the run's settings without
+    those of one job (a job given other cores writes the same bytes), RNG states, provenance."""
+    if run.main:
+        payload = {"model": run.model.state_dict(), "model_config": run.model.cfg.to_dict(), "step": step,
+                   "config": {"train": {k: v for k, v in asdict(run.cfg).items() if k not in EXECUTION_FIELDS},
+                              "world_size": run.world, **run.extra},
+                   "code_version": run.code_version, "gamma": run.gamma.tolist(), "rng": ckpt_io.rng_state(),
+                   "provenance": run.provenance}
         if with_optimizer:
-            d["optimizer"] = opt.state_dict()
-        return d
-
-    loader = torch.utils.data.DataLoader(
-        StepDataset(corpus, cfg.batch_size, cfg.seed, cfg.mask_prop, cfg.mask_gap),
-        sampler=range(start, cfg.steps), batch_size=None, num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda", persistent_workers=False,
-        # its own generator: each new iterator draws a base seed, which must not come from the
-        # global RNG (saved in checkpoints), or a resumed job would end in another RNG state
-        generator=torch.Generator().manual_seed(cfg.seed),
-        prefetch_factor=4 if cfg.num_workers else None)
-    t_start = time.perf_counter()  # of this job's steps: elapsed time and ETA of the progress lines
-    t_last, steps_since = time.perf_counter(), 0
-    step = start
-    for step_idx, batch in zip(range(start, cfg.steps), loader):
-        step = step_idx + 1
-        mine = batch.slice(rank * per_rank, (rank + 1) * per_rank)
-        opt.zero_grad(set_to_none=True)
-        acc: dict[str, torch.Tensor] = {}
-        for m in range(cfg.grad_accum):
-            b = mine.slice(m * micro, (m + 1) * micro).to(device)
-            sync = m == cfg.grad_accum - 1 or world == 1
-            with (nullcontext() if sync else ddp.no_sync()), autocast():
-                logits = ddp(b.wav, b.lengths, b.mask)
-                parts = mae_loss(logits, b.targets, b.mask, valid_mask(b.lengths, b.mask.shape[1]), gamma, cfg.delta)
-            (parts["loss"] / cfg.grad_accum).backward()
-            for k, v in parts.items():
-                acc[k] = acc.get(k, 0) + v.detach() / cfg.grad_accum
-        opt.step()
-        steps_since += 1
-
-        if step % cfg.log_every == 0 or step == cfg.steps:
-            if world > 1:
-                for v in acc.values():
-                    dist.all_reduce(v)
-                    v /= world
-            now = time.perf_counter()
-            rate = steps_since * cfg.batch_size / (now - t_last)
-            t_last, steps_since = now, 0
-            row = {"step": step, "lr": opt.param_groups[0]["lr"], "clips_per_s": rate,
-                   "frames_per_s": rate * batch.mask.shape[1], **scalars(acc)}
-            if not math.isfinite(row["loss"]):
-                raise FloatingPointError(f"loss is {row['loss']} at step {step}; last checkpoint is kept in {ckpt_dir}")
-            if main and cfg.val_clips and (step % cfg.val_every == 0 or step == cfg.steps):
-                row.update(validate(model, corpus, cfg, gamma, device, autocast))
-            if main:
-                writer.write(row)
-                print(progress_line(row, cfg.steps, start, time.perf_counter() - t_start), flush=True)
-        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            if main:
-                ckpt_io.save(ckpt_dir / f"step_{step:07d}.pt", payload(step, with_optimizer=True))
-            if world > 1:
-                dist.barrier()
-    out = Path(cfg.out)
-    if main:
-        ckpt_io.save(out, payload(step, with_optimizer=False))
-        print(f"wrote {out} at step {step}", flush=True)
-    if world > 1:
+            payload["optimizer"] = run.opt.state_dict()
+        ckpt_io.save(path, payload)
+        if not with_optimizer:
+            print(f"wrote {path} at step {step}", flush=True)
+    if run.world > 1:
         dist.barrier()
-        dist.destroy_process_group()
-    return out
 
 
-# --- command line ----------------------------------------------------------------------------
+# --- command line ------------------------------------------------------------------------------
 
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig(shards=[], targets=[], out="", ckpt_dir="", metrics="")
-    p.add_argument("--shards", nargs="+", required=True, help="shard directories")
-    p.add_argument("--targets", nargs="+", required=True, help="per-shard target files (tokens or cluster ids), same order")
-    p.add_argument("--out", required=True, help="final model checkpoint")
-    p.add_argument("--ckpt-dir", required=True, help="directory for step checkpoints (resume reads it)")
-    p.add_argument("--metrics", required=True, help="metrics CSV")
-    p.add_argument("--size", default=d.size, choices=["debug", "small", "base", "large"])
-    p.add_argument("--input", default=d.input, choices=["mel256", "mel128", "encodec"])
-    p.add_argument("--encodec-checkpoint", default=None, help="EnCodec weights for --input encodec")
-    p.add_argument("--n-layers", type=int, default=None, help="encoder layers (overrides --size)")
-    p.add_argument("--d-model", type=int, default=None, help="model width D (overrides --size)")
-    p.add_argument("--n-heads", type=int, default=None, help="attention heads (overrides --size)")
-    p.add_argument("--ff-dim", type=int, default=None, help="feed-forward width (overrides --size)")
-    p.add_argument("--init-from", default=None, help="start from this checkpoint (self-training)")
-    p.add_argument("--reset-head", action="store_true", help="new head for the targets (with --init-from)")
-    p.add_argument("--n-streams", type=int, default=None, help="target streams Q (default: from the targets)")
-    p.add_argument("--n-classes", type=int, default=d.n_classes, help="classes per stream K")
-    p.add_argument("--mask-token", default=d.mask_token, choices=["learned", "zeros"])
-    p.add_argument("--steps", type=int, default=d.steps)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (all ranks)")
-    p.add_argument("--grad-accum", type=int, default=d.grad_accum)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    p.add_argument("--betas", type=float, nargs=2, default=list(d.betas))
-    p.add_argument("--delta", type=float, default=d.delta, help="weight of the masked-frame loss")
-    p.add_argument("--gamma", type=float, nargs="+", default=None, help="per-stream weights gamma_q")
+def register(sub) -> None:
+    p = sub.add_parser("train", help="pretrain or self-train EnCodecMAE (torchrun for several GPUs)")
+    add_arguments(p)
     p.add_argument("--gamma-file", default=None, help="JSON with a 'gamma' list (from estimate-gamma)")
-    p.add_argument("--mask-prop", type=float, default=d.mask_prop)
-    p.add_argument("--mask-gap", type=int, default=d.mask_gap)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every)
-    p.add_argument("--log-every", type=int, default=d.log_every)
-    p.add_argument("--val-clips", type=int, default=d.val_clips)
-    p.add_argument("--val-every", type=int, default=d.val_every)
-    p.add_argument("--num-workers", type=int, default=d.num_workers)
-    p.add_argument("--device", default=d.device, help="auto, cpu or cuda")
-    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: default)")
-    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --ckpt-dir")
+    p.set_defaults(func=cmd_train)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    gamma = list(args.gamma or [])
+def cmd_train(args: argparse.Namespace) -> None:
+    cfg = from_args(args)
     if args.gamma_file:
-        if gamma:
+        if cfg.gamma:
             raise ValueError("give --gamma or --gamma-file, not both")
         try:
             gamma = [float(x) for x in json.loads(Path(args.gamma_file).read_text())["gamma"]]
         except (OSError, KeyError, ValueError, TypeError) as exc:
             raise ValueError(f"{args.gamma_file}: expected JSON with a 'gamma' list ({exc})") from exc
-    return TrainConfig(
-        shards=args.shards, targets=args.targets, out=args.out, ckpt_dir=args.ckpt_dir, metrics=args.metrics,
-        size=args.size, input=args.input, encodec_checkpoint=args.encodec_checkpoint, n_layers=args.n_layers,
-        d_model=args.d_model, n_heads=args.n_heads, ff_dim=args.ff_dim, init_from=args.init_from,
-        reset_head=args.reset_head, n_streams=args.n_streams, n_classes=args.n_classes, mask_token=args.mask_token,
-        steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
-        weight_decay=args.weight_decay, betas=tuple(args.betas), delta=args.delta, gamma=gamma,
-        mask_prop=args.mask_prop, mask_gap=args.mask_gap, seed=args.seed, checkpoint_every=args.checkpoint_every,
-        log_every=args.log_every, val_clips=args.val_clips, val_every=args.val_every, num_workers=args.num_workers,
-        device=args.device, resume=args.resume, threads=args.threads)
-
-
-def register(sub) -> None:
-    p = sub.add_parser("train", help="pretrain or self-train EnCodecMAE (torchrun for several GPUs)")
-    add_train_arguments(p)
-    p.set_defaults(func=lambda a: train(config_from_args(a)))
+        cfg = replace(cfg, gamma=gamma)
+    train(cfg)

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 
 from encodecmae.model.config import SIZES
+from encodecmae.training.config import to_args, training_keys
 
-# training keys an experiment may override (the rest of TrainConfig is wired by the workflow)
-TRAIN_KEYS = ("batch_size", "grad_accum", "lr", "weight_decay", "betas", "delta", "mask_prop", "mask_gap",
-              "mask_token", "seed", "checkpoint_every", "log_every", "val_clips", "val_every", "num_workers")
+# training keys a config's ``training:`` section and an experiment's ``train:`` may set (the other
+# TrainConfig fields come from the experiment row or are derived from it below)
+TRAIN_KEYS = training_keys()
 
 
 class ConfigError(ValueError):
@@ -35,6 +35,7 @@ class Experiment:
     steps: int
     teacher: str | None  # None: EnCodec targets; else the model whose clusters are the targets
     init: str | None
+    n_classes: int | None = None  # classes per target stream; None: kept from the init model
     train: dict = field(default_factory=dict)
     paper_line: int | None = None
 
@@ -45,9 +46,11 @@ class Experiment:
     def train_params(self) -> dict:
         """Everything the training command gets besides file paths: the rule's ``params``."""
         p = {"input": self.input, "size": self.size, "steps": self.steps, **self.arch, **self.train}
-        if self.teacher is not None:
+        if self.n_classes is not None:
+            p["n_classes"] = self.n_classes
+        if self.teacher is not None:  # one stream of cluster ids, weighted 1
             p.update(n_streams=1, gamma=[1.0])
-        if self.init is not None:
+        if self.init is not None:  # a student learns new targets with a new head
             p["reset_head"] = self.teacher is not None
         return p
 
@@ -96,69 +99,18 @@ def resolve(config: dict) -> dict[str, Experiment]:
         bad = [s for s in srcs if s not in sources]
         if bad:
             raise ConfigError(f"{where}.sources: {bad} not defined under corpus.sources")
+        # the targets' classes: the teacher's k-means clusters, or the EnCodec codebook entries (a
+        # model that continues from ``init`` on the same targets keeps its head)
+        n_classes = (config["selftraining"]["k"] if teacher is not None
+                     else None if init is not None else config["encodec"]["codebook_size"])
         out[name] = Experiment(
             name=name, label=row.get("label", name), input=row.get("input", base.input if base else "mel256"),
             size=size, arch=dict(archs[arch_name]) if arch_name else (dict(base.arch) if base else {}),
-            sources=list(srcs), steps=int(row["steps"]), teacher=teacher, init=init,
+            sources=list(srcs), steps=int(row["steps"]), teacher=teacher, init=init, n_classes=n_classes,
             train={**defaults, **row.get("train", {})}, paper_line=row.get("paper_line"))
     return out
 
 
 def train_args(params: dict) -> str:
-    """Render the training ``params`` as command-line flags (kebab-case)."""
-    parts = []
-    for k, v in params.items():
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
-            parts.append(flag if v else "")
-        elif isinstance(v, (list, tuple)):
-            parts.append(f"{flag} {' '.join(str(x) for x in v)}")
-        else:
-            parts.append(f"{flag} {v}")
-    return " ".join(p for p in parts if p)
-
-
-# --- cluster resources of a training job (read by the workflow's train_mae rule) -----------------
-
-# Per model size: data-parallel GPUs (torchrun ranks; the global batch is split over them), host
-# memory per GPU, and the throughput of the whole job in steps/s, which sizes the time limit.
-# CPU cores per GPU come from the experiment's data-loader workers (num_workers + 1 for the rank).
-TRAIN_SIZING = {
-    "debug": {"gpu": 1, "mem_mb_per_gpu": 8000, "steps_per_s": 10.0},
-    "small": {"gpu": 1, "mem_mb_per_gpu": 24000, "steps_per_s": 4.0},
-    "base": {"gpu": 2, "mem_mb_per_gpu": 24000, "steps_per_s": 3.0},
-    "large": {"gpu": 4, "mem_mb_per_gpu": 32000, "steps_per_s": 2.0},
-}
-# Models under this many transformer weights (the CI and demo architectures) train on CPU, one
-# thread each: a second thread speeds such small matrices up little, and two jobs train side by side.
-CPU_MAX_PARAMS = 1_000_000
-CPU_SIZING = {"threads": 1, "mem_mb": 2000, "steps_per_s": 0.5}
-# Longest time limit asked for (48 h, a common partition maximum): a longer run is cut there and
-# resumes from its last step checkpoint when the job is resubmitted.
-MAX_RUNTIME_MIN = 2880
-
-
-def train_resources(exp: Experiment) -> dict:
-    """threads, gpu, cpus_per_gpu, mem_mb and runtime (minutes) of ``exp``'s training job."""
-    n_layers, d_model, _ = SIZES[exp.size]
-    n_layers, d_model = exp.arch.get("n_layers", n_layers), exp.arch.get("d_model", d_model)
-    n_params = 12 * n_layers * d_model ** 2  # attention + feed-forward weights, roughly
-    if exp.steps == 0:  # an untrained baseline: the job only writes the initial weights
-        return {"threads": 1, "gpu": 0, "cpus_per_gpu": 0, "mem_mb": 2000, "runtime": 10}
-    if n_params < CPU_MAX_PARAMS:
-        s = CPU_SIZING
-        runtime = 10 + math.ceil(1.25 * exp.steps / s["steps_per_s"] / 60)
-        return {"threads": s["threads"], "gpu": 0, "cpus_per_gpu": 0, "mem_mb": s["mem_mb"],
-                "runtime": min(runtime, MAX_RUNTIME_MIN)}
-    s = TRAIN_SIZING[exp.size]
-    cpus_per_gpu = int(exp.train.get("num_workers", 0)) + 1
-    runtime = 15 + math.ceil(1.25 * exp.steps / s["steps_per_s"] / 60)
-    return {"threads": s["gpu"] * cpus_per_gpu, "gpu": s["gpu"], "cpus_per_gpu": cpus_per_gpu,
-            "mem_mb": s["gpu"] * s["mem_mb_per_gpu"], "runtime": min(runtime, MAX_RUNTIME_MIN)}
-
-
-def inference_mem_mb(exp: Experiment) -> int:
-    """Host memory of a job that runs ``exp``'s encoder (embedding, teacher features, clusters)."""
-    if exp.arch:  # a custom (demo/CI) architecture
-        return 2000
-    return {"debug": 2000, "small": 4000, "base": 4000, "large": 8000}[exp.size]
+    """Render the training ``params`` as the ``train`` command's flags (kebab-case)."""
+    return to_args(params)

@@ -1,7 +1,7 @@
 """Refresh the locks: envs/lock/venv.txt (what setup.sh installs) and the pip sections of the
 per-rule conda environments envs/*.yaml (the same versions, each environment's own closure).
 
-    python workflow/scripts/lock.py            # after changing a dependency in pyproject.toml
+    python scripts/lock.py            # after changing a dependency in pyproject.toml
 
 Needs uv (`pip install uv`) and the package index. The venv lock is universal (Linux, macOS,
 Windows; Python 3.11-3.12), with the hash of every file, and prefers one version of each package
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 LOCK = REPO / "envs" / "lock" / "venv.txt"
 BUILD = REPO / "envs" / "lock" / "build.in"
 EXTRAS = ["workflow", "test", "dvc"]  # the extras setup.sh installs
@@ -30,7 +30,7 @@ ENVS = {
     "report": ["matplotlib"],
 }
 CONDA_PYTHON = "3.11"
-MARKER = "      # locked: workflow/scripts/lock.py writes the lines below; do not edit them by hand\n"
+MARKER = "      # locked: scripts/lock.py writes the lines below; do not edit them by hand\n"
 
 
 def uv(*args: str) -> str:

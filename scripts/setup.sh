@@ -2,9 +2,9 @@
 # Create .venv with the project installed (library, workflow tools, test tools, DVC), every
 # package at the exact version and hash of envs/lock/venv.txt. Idempotent: a second call
 # reinstalls nothing that is already right, then checks the stack again.
-# Refresh the lock after changing a dependency in pyproject.toml: workflow/scripts/lock.sh
+# Refresh the lock after changing a dependency in pyproject.toml: scripts/lock.sh
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; sys.exit(not ((3, 11) <= sys.version_info[:2] <= (3, 12)))'; then
   echo "setup.sh: $("$PYTHON" --version 2>&1) found; the lock is for Python 3.11 or 3.12 (set PYTHON=...)" >&2
@@ -18,4 +18,4 @@ fi
 # editable on top, without touching the locked packages.
 .venv/bin/python -m pip install --quiet --require-hashes --no-deps -r envs/lock/venv.txt
 .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation -e .
-.venv/bin/python workflow/scripts/check_stack.py
+.venv/bin/python scripts/check_stack.py

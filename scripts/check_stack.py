@@ -12,7 +12,7 @@ import sys
 import warnings
 from pathlib import Path
 
-LOCK = Path(__file__).resolve().parents[2] / "envs" / "lock" / "venv.txt"
+LOCK = Path(__file__).resolve().parents[1] / "envs" / "lock" / "venv.txt"
 
 CHECKS = [
     ("torch", "import torch; torch.zeros(1).sum()"),

@@ -4,8 +4,8 @@
 # Extra arguments go to snakemake (e.g. --configfile config/ci.yaml, or -n for a dry run).
 # It ends by printing Table 1 and where the results are.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-bash workflow/scripts/setup.sh
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
 . .venv/bin/activate
 snakemake --cores all "$@"
 
