@@ -22,12 +22,13 @@ import pytest
 import torch
 import yaml
 
-from encodecmae.workflow.experiments import resolve, train_resources
+from encodecmae.workflow.experiments import resolve
+from encodecmae.workflow.resources import train_resources
 from workflow_helpers import ENV
 
 REPO = Path(__file__).resolve().parents[1]
 CI_CONFIG = REPO / "config" / "ci.yaml"
-CLUSTER = REPO / "workflow" / "scripts" / "slurm_cluster.sh"
+CLUSTER = REPO / "scripts" / "slurm_cluster.sh"
 SLURMCTLD_LOG = Path("/var/log/slurm/slurmctld.log")
 
 # What the test cluster (2 CPUs, no GPU, no accounting database) cannot provide like a real one:

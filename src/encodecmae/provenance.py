@@ -5,7 +5,8 @@ carries it per row, so a number can be traced to the code commit, the run's sett
 exact data:
 
 - the **code commit**: the last git commit that changed the code, i.e. anything in the checkout
-  but ``dvc.lock``, ``results/``, Markdown files and DVC's own configuration (``CODE_PATHSPEC``).
+  but ``dvc.lock``, ``results/``, Markdown files, DVC's own configuration, and the tests and
+  benchmarks, which no workflow job runs (``CODE_PATHSPEC``).
   Not HEAD: publishing a run commits ``dvc.lock``, ``results/metrics.json`` and the README after
   it, and a fresh clone of that commit must reproduce every output bit for bit. ``code_dirty``
   says whether a tracked or untracked (not ignored) file under the same pathspec differs from
@@ -43,9 +44,10 @@ from encodecmae.training.config import EXECUTION_FIELDS, INPUT_FIELDS
 
 UNKNOWN = "unknown"
 # What counts as code: the whole checkout except what publishing a run commits after it
-# (dvc.lock, results/metrics.json, the README's figures) and DVC's remote configuration.
+# (dvc.lock, results/metrics.json, the README's figures), DVC's remote configuration, and the
+# tests and benchmarks (no job runs them: fixing a test does not make the results stale).
 CODE_PATHSPEC = (".", ":(exclude)dvc.lock", ":(exclude)results", ":(exclude)*.md", ":(exclude).dvc",
-                 ":(exclude).dvcignore")
+                 ":(exclude).dvcignore", ":(exclude)tests", ":(exclude)benchmarks")
 # Files that tools leave in a directory output without changing its data (Snakemake's mtime
 # carrier of directory outputs appears after `--touch`): not part of a task's data.
 IGNORED_NAMES = frozenset({".snakemake_timestamp"})
