@@ -41,6 +41,7 @@ include: "rules/data.smk"
 include: "rules/tokens.smk"
 include: "rules/pretrain.smk"
 include: "rules/selftrain.smk"
+include: "rules/released.smk"
 include: "rules/hear.smk"
 include: "rules/report.smk"
 

@@ -14,6 +14,8 @@ CHAIN_PRIORITY = 10
 R = config["results_dir"]
 EXPERIMENTS = resolve(config)
 TRAINED = [name for name, e in EXPERIMENTS.items() if e.steps > 0]
+RELEASED = config["released"]
+RELEASED_ROWS = [name for name, e in EXPERIMENTS.items() if e.released]  # converted, not trained
 SOURCES = config["corpus"]["sources"]
 TASKS = config["tasks"]
 ENC = config["encodec"]
@@ -29,6 +31,7 @@ wildcard_constraints:
     teacher="|".join(EXPERIMENTS),
     source="|".join(SOURCES),
     task="|".join(TASKS),
+    release="|".join(RELEASED) or "^$",
     shard=r"\d{3}",
 
 
@@ -169,7 +172,7 @@ def table_spec():
     return shlex.quote(
         json.dumps(
             [
-                {"name": n, "label": e.label, "paper_line": e.paper_line}
+                {"name": n, "label": e.label, "paper_line": e.paper_line, "released": e.released}
                 for n, e in EXPERIMENTS.items()
             ]
         )

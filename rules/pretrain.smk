@@ -11,6 +11,8 @@ rule train_mae:
     output:
         model=f"{R}/models/{{model}}/model.pt",
         metrics=f"{R}/models/{{model}}/metrics.csv",
+    wildcard_constraints:
+        model="|".join(n for n in EXPERIMENTS if n not in RELEASED_ROWS),
     params:
         shards=input_parents("manifests"),
         settings=train_settings,

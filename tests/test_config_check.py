@@ -30,7 +30,7 @@ def test_unknown_key_names_the_path_and_the_allowed_keys():
         "invalid configuration (1 problem):",
         "  experiments[2].stepz: unknown key (did you mean 'steps'?)",
         "      allowed keys in experiments[2]: name, label, paper_line, input, size, architecture, sources, "
-        "steps, init, targets, train",
+        "steps, init, targets, train, released",
     ]
 
 
@@ -43,7 +43,7 @@ def test_misspelled_required_key_is_one_problem():
     # a required key missing without a look-alike is its own problem, with its description
     msg = problem(lambda c: c["experiments"][2].pop("steps"))
     assert msg.splitlines()[1:] == ["  experiments[2].steps: missing (required)",
-                                    "      Training steps (0 - an untrained model)."]
+                                    "      Training steps (0 - an untrained model). Required unless released."]
 
 
 def test_unknown_key_at_the_top_level_and_in_a_named_entry():

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import http.server
-import threading
-from functools import partial
 
 import pytest
+from workflow_helpers import serve_directory
 
 from encodecmae.data.download import (
     ENCODEC_24KHZ_SHA256_PREFIX,
@@ -23,23 +21,14 @@ PAYLOAD = bytes(range(256)) * 5000  # 1.28 MB: more than one 1-MiB read
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep pytest output clean
-        pass
-
-
 @pytest.fixture
 def server(tmp_path):
     """Serves tmp_path/www on 127.0.0.1 at a free port; yields the base URL."""
     root = tmp_path / "www"
     root.mkdir()
     (root / f"weights-{DIGEST[:8]}.th").write_bytes(PAYLOAD)
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_directory(root) as url:
+        yield url
 
 
 def test_good_download(server, tmp_path):

@@ -29,12 +29,34 @@ def test_demo_rows_resolve_with_inheritance():
 
 def test_paper_rows_cover_table1():
     exps = resolve(config("paper.yaml"))
-    lines = sorted(e.paper_line for e in exps.values() if e.paper_line)
+    lines = sorted(e.paper_line for e in exps.values() if e.paper_line and not e.released)
     assert lines == list(range(1, 13))
+    # the five released models sit on their lines, beside the retrained ones
+    released = {e.released: e.paper_line for e in exps.values() if e.released}
+    assert released == {"small": 1, "base": 4, "base-st": 8, "large": 10, "large-st": 11}
+    assert exps["released_large_st"].size == "large" and exps["released_base_st"].steps == 0
     assert exps["ec_base"].input == "encodec" and exps["mel128_base"].input == "mel128"
     assert exps["mel256_base_as"].sources == ["audioset"]
     assert exps["mel256_large_st"].teacher == "mel256_base_st"  # large + ST learns base + ST's clusters
     assert exps["mel256_large"].size == "large" and exps["mel256_small"].size == "small"
+
+
+def test_paper_configuration_trains_the_released_architecture_with_two_ablations():
+    exps = resolve(config("paper.yaml"))
+    released = dict(feedforward="shared", mask_token="zeros", positions="shared", mel_framing="released",
+                    mask_starts="released", loss_norm="batch")
+    trained = {n: e for n, e in exps.items() if not e.released}
+    for name, e in trained.items():
+        differ = {k for k, v in released.items() if e.train[k] != v}
+        assert differ == {"aligned_mel": {"mel_framing"}, "ff_per_layer": {"feedforward"}}.get(
+            name.removeprefix("mel256_base_"), set()), name
+    # a student keeps the architecture of the model it starts from, whatever the training section says
+    cfg = config("paper.yaml")
+    cfg["experiments"].insert(1, {"name": "per_layer", "size": "base", "steps": 10, "train": {"feedforward": "per_layer"}})
+    cfg["experiments"].insert(2, {"name": "per_layer_st", "init": "per_layer", "targets": {"clusters_of": "per_layer"},
+                                  "steps": 5})
+    assert resolve(cfg)["per_layer_st"].train["feedforward"] == "per_layer"
+    assert "--feedforward per_layer" in train_args(resolve(cfg)["per_layer_st"].train_params())
 
 
 def test_run_key_ignores_length_but_not_settings():
@@ -57,6 +79,13 @@ def test_train_args_render_kebab_case_flags():
     (lambda c: c["experiments"][1].update(architecture="huge"), r"experiments\[1\]\.architecture"),
     (lambda c: c["experiments"][2].update(size="large"), "keeps its architecture"),
     (lambda c: c["experiments"][1].update(sources=["radio"]), r"experiments\[1\]\.sources"),
+    (lambda c: c["experiments"][2].update(train={"feedforward": "shared"}), r"experiments\[2\]\.train: feedforward"),
+    (lambda c: c["experiments"][1].pop("steps"), r"experiments\[1\]\.steps: missing"),
+    (lambda c: c["experiments"].append({"name": "rel", "released": "base"}), r"released: 'base' is not defined"),
+    (lambda c: (c.update(released={"base": {"url": "x"}}),
+                c["experiments"].insert(1, {"name": "rel", "released": "base", "steps": 5})), "remove steps"),
+    (lambda c: (c.update(released={"base": {"url": "x"}}), c["experiments"].insert(1, {"name": "rel", "released": "base"}),
+                c["experiments"][3].update(init="rel")), r"init: 'rel' is a released model"),
 ])
 def test_bad_rows_name_the_key(edit, message):
     cfg = config()
@@ -76,9 +105,13 @@ def test_training_settings_are_defined_once():
     schema = yaml.safe_load((REPO / "workflow" / "schemas" / "config.schema.yaml").read_text())
     training = schema["properties"]["training"]["properties"]
     assert set(training) == set(training_keys())
+    from dataclasses import fields
+
+    choices = {f.name: f.metadata["choices"] for f in fields(TrainConfig)}
     for key, spec in training.items():
         default = defaults()[key]
         assert spec["default"] == (list(default) if isinstance(default, tuple) else default), key
+        assert tuple(spec.get("enum", ())) == tuple(choices[key] or ()), key
     row = schema["properties"]["experiments"]["items"]["properties"]
     assert sorted(row["train"]["propertyNames"]["enum"]) == sorted(training_keys())
     assert row["size"]["enum"] == list(SIZES) and row["input"]["enum"] == list(INPUTS)

@@ -35,6 +35,25 @@ def test_log_mel_equals_kaldi_fbank_with_exact_hop():
     assert torch.allclose(ours[1], ref, atol=1e-4)
 
 
+@pytest.mark.parametrize("seconds", [4, 10, 1])
+def test_released_framing_equals_the_released_kaldi_fbank(seconds):
+    """mel_framing="released": Kaldi's fbank with the released code's 13.28/26.56-ms framing
+    (snip_edges), cropped to the 75-Hz frame count; short signals are zero-padded."""
+    torch.manual_seed(0)
+    wav = 0.1 * torch.randn(1, 24_000 * seconds)
+    ours = LogMel(256, mean=0.0, std=1.0, framing="released")(wav)[0]
+    ref = kaldi.fbank(wav, num_mel_bins=256, frame_length=26.56, frame_shift=13.28, sample_frequency=24_000,
+                      dither=0.0, window_type="hanning", htk_compat=True, use_energy=False)
+    n = 75 * seconds
+    assert ours.shape == (n, 256)
+    assert ref.shape[0] == {4: 300, 10: 753, 1: 74}[seconds]  # 1 + (N - 637) // 318
+    k = min(n, ref.shape[0])
+    assert torch.allclose(ours[:k], ref[:k], atol=1e-4)
+    assert not torch.allclose(ours, LogMel(256, mean=0.0, std=1.0)(wav)[0], atol=1e-2)  # not the aligned framing
+    with pytest.raises(ValueError, match="unknown mel framing"):
+        LogMel(256, framing="centred")
+
+
 def test_mel_frame_t_is_centred_on_encodec_frame_t():
     # a click at sample 320 t + 160 (the centre of EnCodec frame t's hop span) peaks in mel frame t
     for t in (3, 100, 298):

@@ -74,3 +74,28 @@ def test_shape_errors_name_the_problem():
     with pytest.raises(ValueError, match="gamma"):
         mae_loss(torch.randn(1, 2, 2, 3), torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 2, dtype=torch.bool),
                  torch.ones(1, 2, dtype=torch.bool), torch.ones(3))
+
+
+def test_batch_normalisation_weighs_clips_by_their_frames():
+    """norm="batch" (the released code): means over all the batch's masked / unmasked frames."""
+    torch.manual_seed(0)
+    B, T, Q, K = 2, 6, 2, 5
+    logits = torch.randn(B, T, Q, K)
+    targets = torch.randint(0, K, (B, Q, T))
+    mask = torch.tensor([[1, 1, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=torch.bool)
+    valid = torch.tensor([[1] * 6, [1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    gamma = torch.tensor([0.7, 0.3])
+    ce = -torch.log_softmax(logits, -1).gather(-1, targets.transpose(1, 2)[..., None])[..., 0]  # [B, T, Q]
+    m, u = mask & valid, ~mask & valid
+    want = 0.9 * (ce[m].mean(0) * gamma).sum() + 0.1 * (ce[u].mean(0) * gamma).sum()  # 3 masked, 6 unmasked
+    got = mae_loss(logits, targets, mask, valid, gamma, 0.9, norm="batch")["loss"]
+    assert torch.allclose(got, want, atol=1e-6)
+    per_clip = mae_loss(logits, targets, mask, valid, gamma, 0.9)["loss"]
+    assert not torch.allclose(got, per_clip)  # clip 0 has 4 unmasked frames, clip 1 has 2
+    full = torch.ones_like(valid)  # with equal frame counts per clip the two agree
+    m2 = torch.zeros_like(mask)
+    m2[:, :3] = True
+    assert torch.allclose(mae_loss(logits, targets, m2, full, gamma, norm="batch")["loss"],
+                          mae_loss(logits, targets, m2, full, gamma)["loss"], atol=1e-6)
+    with pytest.raises(ValueError, match="unknown loss normalisation"):
+        mae_loss(logits, targets, mask, valid, gamma, norm="frames")

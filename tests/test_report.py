@@ -105,3 +105,29 @@ def test_table_rows_name_their_code_run_and_data(tmp_path, tasks, debug_checkpoi
     assert f"- base + ST: {h('a')[:12]}+{h('c')[:12]}+{h('d')[:12]} (dirty); run stkey00001" in md
     assert "- old: unknown (dirty: unknown); run unknown" in md
     assert max(len(line) for line in md.splitlines() if line.startswith("- ")) < 160
+
+
+def test_rows_of_one_paper_line_come_together_then_the_paper(tmp_path, tasks, debug_checkpoint):
+    """Per paper line: our retrained model, the released weights through our protocol, the paper."""
+    from encodecmae.report.table import table_order
+
+    spec = [{"name": "rel_base", "label": "released base", "paper_line": 4, "released": "base"},
+            {"name": "small", "label": "small", "paper_line": 1},
+            {"name": "base", "label": "base", "paper_line": 4},
+            {"name": "ablation", "label": "ablation", "paper_line": None}]
+    order = [m.get("name", f"paper {m['paper_line']}") for m in table_order(spec)]
+    assert order == ["base", "rel_base", "paper 4", "small", "paper 1", "ablation"]
+    files, checkpoints = [], []
+    for m in spec:
+        for task in TASKS:
+            files.append(write_scores(tmp_path, m["name"], task, 0.5, None))
+        checkpoints.append(tmp_path / "models" / m["name"] / "model.pt")
+        checkpoints[-1].parent.mkdir(parents=True)
+        shutil.copy(debug_checkpoint, checkpoints[-1])
+    table = make_table(spec, files, tasks, checkpoints, tmp_path / "t.csv", tmp_path / "t.md")
+    assert list(zip(table["model"], table["source"])) == [
+        ("base", "ours"), ("rel_base", "released"), ("base", "paper"), ("small", "ours"), ("small", "paper"),
+        ("ablation", "ours")]
+    md = (tmp_path / "t.md").read_text()
+    assert "| released base |" in md and "| *paper (4)" in md and "- released base: unknown" in md
+    assert set(table_metrics(tmp_path / "t.csv")) == {"base", "rel_base", "small", "ablation"}

@@ -43,7 +43,14 @@ def cli_args(cfg: TrainConfig) -> list[str]:
             str(cfg.checkpoint_every), "--log-every", str(cfg.log_every), "--val-clips", str(cfg.val_clips),
             "--val-every", str(cfg.val_every), "--num-workers", "0", "--device", "cpu", "--threads", "1",
             "--seed", str(cfg.seed)]
+    for key in ("mask_token", "feedforward", "mel_framing", "positions", "mask_starts", "loss_norm"):
+        args += [f"--{key.replace('_', '-')}", getattr(cfg, key)]
     return args + (["--resume"] if cfg.resume else [])
+
+
+# the released code's settings (README "Paper text and released code")
+RELEASED = dict(mask_token="zeros", feedforward="shared", mel_framing="released", positions="shared",
+                mask_starts="released", loss_norm="batch")
 
 
 def read_metrics(path) -> list[dict]:
@@ -184,10 +191,12 @@ def test_killed_training_resumes_to_the_same_weights(tone_corpus, tmp_path):
     assert steps == list(range(1, 17))  # rows after the checkpoint were dropped, none duplicated
 
 
-def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tone_corpus, tmp_path):
-    one = base_cfg(tone_corpus, tmp_path / "one", steps=5, batch_size=8, grad_accum=2, val_clips=0)
+@pytest.mark.parametrize("settings", ["default", "released"])
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tone_corpus, tmp_path, settings):
+    kw = RELEASED if settings == "released" else {}
+    one = base_cfg(tone_corpus, tmp_path / "one", steps=5, batch_size=8, grad_accum=2, val_clips=0, **kw)
     train(one)
-    two = base_cfg(tone_corpus, tmp_path / "two", steps=5, batch_size=8, grad_accum=1, val_clips=0)
+    two = base_cfg(tone_corpus, tmp_path / "two", steps=5, batch_size=8, grad_accum=1, val_clips=0, **kw)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "encodecmae", "train", *cli_args(two)]
     res = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
@@ -215,3 +224,29 @@ def test_resume_refuses_a_checkpoint_of_other_settings_but_extends_steps(tone_co
     longer = base_cfg(tone_corpus, tmp_path, steps=9, checkpoint_every=3, resume=True)
     train(longer)  # more steps continue the same run from its newest checkpoint
     assert ckpt_io.load(longer.out)["step"] == 9
+
+
+def test_released_settings_train_resume_and_keep_the_shared_block(tone_corpus, tmp_path):
+    """The shared feed-forward through the optimiser and the checkpoints: one optimiser state per
+    distinct weight, a killed-and-resumed run equals an uninterrupted one, and the model file
+    rebuilds with one block per stack."""
+    whole = base_cfg(tone_corpus, tmp_path / "whole", steps=8, **RELEASED)
+    train(whole)
+    first = base_cfg(tone_corpus, tmp_path / "parts", steps=4, **RELEASED)
+    train(first)
+    train(base_cfg(tone_corpus, tmp_path / "parts", steps=8, resume=True, **RELEASED))
+    a, b = ckpt_io.load(whole.out), ckpt_io.load(tmp_path / "parts" / "model.pt")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    step = ckpt_io.load(Path(whole.ckpt_dir) / "step_0000004.pt")
+    model = ckpt_io.build_model(step)
+    distinct = [p for p in model.parameters() if p.requires_grad]
+    assert len(step["optimizer"]["state"]) == len(distinct)
+    loaded = ckpt_io.load_model(whole.out)
+    assert loaded.cfg.feedforward == "shared" and loaded.encoder.blocks[0].ff is loaded.encoder.blocks[1].ff
+    assert loaded.dec_pos is loaded.enc_pos and loaded.cfg.mel_framing == "released"
+    assert a["config"]["train"]["mask_starts"] == "released" and a["config"]["train"]["loss_norm"] == "batch"
+    # a student keeps its teacher's architecture; settings that say otherwise are refused
+    student = base_cfg(tone_corpus, tmp_path / "student", steps=2, init_from=whole.out)
+    with pytest.raises(ValueError, match="pass --mask-token zeros --feedforward shared --mel-framing released"):
+        train(student)

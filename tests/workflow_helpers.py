@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import os
 import re
 import subprocess
 import sys
+import threading
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -44,3 +48,21 @@ def edited_config(tmp_path: Path, edit, base: Path = CI_CONFIG) -> Path:
     path = tmp_path / f"edited_{len(list(tmp_path.glob('edited_*')))}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep pytest output clean
+        pass
+
+
+@contextlib.contextmanager
+def serve_directory(root: Path):
+    """Serve ``root`` over HTTP on 127.0.0.1 at a free port; yields the base URL."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

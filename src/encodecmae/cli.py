@@ -26,6 +26,7 @@ COMMANDS = {
     "download": "encodecmae.data.download",
     "download-archives": "encodecmae.data.download",
     "train": "encodecmae.training.loop",
+    "import-released": "encodecmae.model.released",
     "dump-features": "encodecmae.selftrain.clusters",
     "fit-kmeans": "encodecmae.selftrain.clusters",
     "assign-clusters": "encodecmae.selftrain.clusters",

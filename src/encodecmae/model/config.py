@@ -12,6 +12,16 @@ INPUTS = ("mel256", "mel128", "encodec")
 MEL_MEAN = -6.12
 MEL_STD = 4.82
 
+# Where the released code (the authors' v1 models, which made the paper's numbers) differs from
+# the paper's text, both are settings. Each tuple: the values, the first is our default.
+FEEDFORWARD = ("per_layer", "shared")  # shared: one feed-forward block per stack, as released
+MASK_TOKENS = ("learned", "zeros")  # the paper's text: learned; the released code inserts zeros
+MEL_FRAMINGS = ("aligned", "released")  # hop 320 centred on EnCodec frames; released: 318-sample shift
+POSITIONS = ("per_stack", "shared")  # shared: one positional scale for encoder and decoder, as released
+# ... and of the training objective (encodecmae.model.masking, encodecmae.model.loss)
+MASK_STARTS = ("anywhere", "released")  # released: spans start in [0, L - gap], excess off the first
+LOSS_NORMS = ("clip", "batch")  # means per clip, or over the batch's frames as released
+
 # name -> (encoder layers, D, heads). The paper's small/base/large; "debug" is for CPU tests.
 SIZES = {
     "debug": (2, 64, 4),
@@ -32,10 +42,19 @@ class ModelConfig:
     dec_layers: int = 2
     n_streams: int = 8  # Q: EnCodec codebooks (8) or 1 for cluster targets
     n_classes: int = 1024  # K
-    mask_token: str = "learned"  # the paper; "zeros" is what the released code does
+    mask_token: str = "learned"  # MASK_TOKENS: the paper; "zeros" is what the released code does
+    feedforward: str = "per_layer"  # FEEDFORWARD: one block per layer, or one per stack (released)
+    mel_framing: str = "aligned"  # MEL_FRAMINGS (mel inputs only)
+    positions: str = "per_stack"  # POSITIONS: the positional scale of encoder and decoder
     mel_mean: float = MEL_MEAN
     mel_std: float = MEL_STD
     encodec_checkpoint: str | None = None  # only read when input == "encodec" and weights are new
+
+    def __post_init__(self):
+        for name, allowed in (("mask_token", MASK_TOKENS), ("feedforward", FEEDFORWARD),
+                              ("mel_framing", MEL_FRAMINGS), ("positions", POSITIONS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"model setting {name}={getattr(self, name)!r}: expected one of {allowed}")
 
     @classmethod
     def from_size(cls, size: str, **overrides) -> "ModelConfig":

@@ -8,6 +8,14 @@ samples, which drifts against EnCodec's 320-sample hop. Framing follows Kaldi's
 ``snip_edges=False``: the signal is reflected by 160 samples at both ends, so frame t covers
 samples [320 t - 160, 320 t + 480) and is centred on EnCodec frame t's hop span. A signal of
 N samples (N a multiple of 320) gives N // 320 frames: 96,000 samples -> 300 frames.
+
+``framing="released"`` is the released code's framing instead (Kaldi's ``frame_shift=13.28``,
+``frame_length=26.56`` ms: a 318-sample shift, a 637-sample window, ``snip_edges=True``, so frame t
+covers samples [318 t, 318 t + 637)): a 4-s crop gives 300 frames as well, but the centre of
+frame t, half a hop after EnCodec frame t's at t = 0, drifts 2 samples earlier per frame, to 440
+samples (1.4 hops) before it at frame 299. As the released code did, the longer sequence is
+cropped to N // 320 frames; signals shorter than 2.1 s, which give fewer frames than that, are
+zero-padded.
 """
 
 from __future__ import annotations
@@ -23,6 +31,8 @@ from encodecmae import HOP, SAMPLE_RATE
 from encodecmae.model.config import MEL_MEAN, MEL_STD
 
 WIN = 2 * HOP  # 640-sample window (26.7 ms)
+# The released code's Kaldi framing at 24 kHz: int(24000 * 13.28 ms), int(24000 * 26.56 ms).
+RELEASED_SHIFT, RELEASED_WIN = 318, 637
 
 
 def pad_to_hop(wav: torch.Tensor) -> torch.Tensor:
@@ -40,30 +50,43 @@ class LogMel(nn.Module):
     """[B, N] waveform at 24 kHz -> [B, ceil(N/320), n_mels] normalised log-mel."""
 
     def __init__(self, n_mels: int = 256, mean: float = MEL_MEAN, std: float = MEL_STD,
-                 low_freq: float = 20.0, preemphasis: float = 0.97):
+                 low_freq: float = 20.0, preemphasis: float = 0.97, framing: str = "aligned"):
         super().__init__()
+        if framing not in ("aligned", "released"):
+            raise ValueError(f"unknown mel framing {framing!r} (expected aligned or released)")
         self.n_mels = n_mels
         self.mean, self.std = mean, std
         self.preemphasis = preemphasis
-        self.n_fft = 1 << (WIN - 1).bit_length()  # 1024, as Kaldi's round_to_power_of_two
+        self.framing = framing
+        self.win, self.shift = (WIN, HOP) if framing == "aligned" else (RELEASED_WIN, RELEASED_SHIFT)
+        self.n_fft = 1 << (self.win - 1).bit_length()  # 1024 for both, as Kaldi's round_to_power_of_two
         banks, _ = get_mel_banks(n_mels, self.n_fft, float(SAMPLE_RATE), low_freq, 0.0, 100.0, -500.0, 1.0)
         banks = F.pad(banks, (0, 1))  # Kaldi drops the Nyquist bin; [n_mels, n_fft/2 + 1]
         self.register_buffer("banks", banks.T.contiguous(), persistent=False)  # [n_fft/2+1, n_mels]
         # Kaldi's "hanning" window is the symmetric Hann window.
-        self.register_buffer("window", torch.hann_window(WIN, periodic=False), persistent=False)
+        self.register_buffer("window", torch.hann_window(self.win, periodic=False), persistent=False)
 
     @property
     def dim(self) -> int:
         return self.n_mels
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+    def frames(self, wav: torch.Tensor) -> torch.Tensor:
+        """[B, N] -> [B, ceil(N/320), win] analysis frames of the framing."""
         wav = pad_to_hop(wav.float())  # [B, N]
-        pad = (WIN - HOP) // 2  # 160
         if wav.shape[-1] == 0:
             raise ValueError("LogMel: empty waveform")
-        # Kaldi mirrors the edges including the edge sample: [x2 x1 x0 | x0 x1 x2 ...]
-        x = torch.cat([wav[:, :pad].flip(-1), wav, wav[:, -pad:].flip(-1)], dim=-1)  # [B, N + 320]
-        frames = x.unfold(-1, WIN, HOP)  # [B, T, 640]
+        n_out = wav.shape[-1] // HOP
+        if self.framing == "aligned":
+            pad = (WIN - HOP) // 2  # 160
+            # Kaldi mirrors the edges including the edge sample: [x2 x1 x0 | x0 x1 x2 ...]
+            x = torch.cat([wav[:, :pad].flip(-1), wav, wav[:, -pad:].flip(-1)], dim=-1)  # [B, N + 320]
+            return x.unfold(-1, WIN, HOP)  # [B, T, 640]
+        need = self.win + self.shift * (n_out - 1)  # samples that give n_out frames with snip_edges
+        x = F.pad(wav, (0, max(0, need - wav.shape[-1])))
+        return x.unfold(-1, self.win, self.shift)[:, :n_out]  # [B, T, 637]
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+        frames = self.frames(wav)
         frames = frames - frames.mean(dim=-1, keepdim=True)  # remove DC offset per frame
         prev = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
         frames = (frames - self.preemphasis * prev) * self.window
@@ -74,13 +97,13 @@ class LogMel(nn.Module):
 
 
 def build_frontend(input_kind: str, encodec_checkpoint: str | None = None,
-                   mel_mean: float = MEL_MEAN, mel_std: float = MEL_STD) -> nn.Module:
+                   mel_mean: float = MEL_MEAN, mel_std: float = MEL_STD, mel_framing: str = "aligned") -> nn.Module:
     """The feature extractor for an input kind: ``mel256``, ``mel128`` or ``encodec``.
 
     Every frontend maps [B, N] waveforms to [B, ceil(N/320), dim] and exposes ``dim``.
     """
     if input_kind.startswith("mel"):
-        return LogMel(int(input_kind[3:]), mel_mean, mel_std)
+        return LogMel(int(input_kind[3:]), mel_mean, mel_std, framing=mel_framing)
     if input_kind == "encodec":
         from encodecmae.targets.codec import EncodecTokenizer
 

@@ -8,6 +8,11 @@ waveform X_a [B, N]
   -> Linear(D, D), re-insert mask tokens at masked positions, add positions again -> X_d [B, T, D]
   -> decoder: 2 ResiDual blocks -> head Linear(D, Q*K) -> logits [B, T, Q, K]
 
+Settings where the released code differs from the paper's text (``ModelConfig``): one feed-forward
+block shared by all layers of a stack (``feedforward="shared"``; attention and norms stay per
+layer), zeros instead of a learned mask token, one positional scale for encoder and decoder
+(``positions="shared"``) and the mel framing (see ``features``).
+
 ResiDual ("pre-post LN", arXiv 2304.14802) keeps two streams: a post-LN stream, normalised
 after each residual add, and an un-normalised residual stream that sums every sublayer
 output. The stack's output is ``x_post + LayerNorm(x_res)``.
@@ -30,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from encodecmae.model.config import SIZES, ModelConfig
+from encodecmae.model.config import ModelConfig
 from encodecmae.model.features import build_frontend
 from encodecmae.model.masking import gather_frames, scatter_frames, valid_mask, visible_indices
 
@@ -125,11 +130,15 @@ class SelfAttention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
 
+def feedforward(d_model: int, ff_dim: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_model, ff_dim), nn.ReLU(), nn.Linear(ff_dim, d_model))
+
+
 class ResiDualBlock(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, ff_dim: int):
+    def __init__(self, d_model: int, n_heads: int, ff_dim: int, ff: nn.Module | None = None):
         super().__init__()
         self.attn = SelfAttention(d_model, n_heads)
-        self.ff = nn.Sequential(nn.Linear(d_model, ff_dim), nn.ReLU(), nn.Linear(ff_dim, d_model))
+        self.ff = ff if ff is not None else feedforward(d_model, ff_dim)  # ``ff``: the stack's shared block
         self.ln_attn = LayerNorm(d_model)
         self.ln_ff = LayerNorm(d_model)
 
@@ -141,9 +150,15 @@ class ResiDualBlock(nn.Module):
 
 
 class ResiDualStack(nn.Module):
-    def __init__(self, n_layers: int, d_model: int, n_heads: int, ff_dim: int):
+    """``n_layers`` ResiDual blocks and the output norm. ``shared_ff``: the blocks share one
+    feed-forward module (the same object in every block, so the optimiser sees its parameters
+    once, its gradient sums the contributions of every layer, and the state dict lists it under
+    every block: ``blocks.i.ff.*`` are one tensor)."""
+
+    def __init__(self, n_layers: int, d_model: int, n_heads: int, ff_dim: int, shared_ff: bool = False):
         super().__init__()
-        self.blocks = nn.ModuleList(ResiDualBlock(d_model, n_heads, ff_dim) for _ in range(n_layers))
+        shared = feedforward(d_model, ff_dim) if shared_ff else None
+        self.blocks = nn.ModuleList(ResiDualBlock(d_model, n_heads, ff_dim, shared) for _ in range(n_layers))
         self.ln_out = LayerNorm(d_model)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor, return_all: bool = False):
@@ -162,14 +177,17 @@ class EncodecMAE(nn.Module):
         super().__init__()
         self.cfg = cfg
         D = cfg.d_model
-        self.frontend = build_frontend(cfg.input, cfg.encodec_checkpoint, cfg.mel_mean, cfg.mel_std)
+        self.frontend = build_frontend(cfg.input, cfg.encodec_checkpoint, cfg.mel_mean, cfg.mel_std,
+                                       cfg.mel_framing)
         self.in_proj = nn.Linear(self.frontend.dim, D)
         self.enc_pos = SinusoidalPositions(D)
-        self.encoder = ResiDualStack(cfg.n_layers, D, cfg.n_heads, cfg.ff_dim)
+        shared_ff = cfg.feedforward == "shared"
+        self.encoder = ResiDualStack(cfg.n_layers, D, cfg.n_heads, cfg.ff_dim, shared_ff)
         self.enc_to_dec = nn.Linear(D, D)
         self.mask_token = nn.Parameter(torch.zeros(D), requires_grad=cfg.mask_token == "learned")
-        self.dec_pos = SinusoidalPositions(D)
-        self.decoder = ResiDualStack(cfg.dec_layers, D, cfg.n_heads, cfg.ff_dim)
+        # the released code adds one positional module, with one learned scale, to both inputs
+        self.dec_pos = self.enc_pos if cfg.positions == "shared" else SinusoidalPositions(D)
+        self.decoder = ResiDualStack(cfg.dec_layers, D, cfg.n_heads, cfg.ff_dim, shared_ff)
         self.head = nn.Linear(D, cfg.n_streams * cfg.n_classes)
         self._init_weights()
 
@@ -246,16 +264,25 @@ class EncodecMAE(nn.Module):
         return layers + [out]
 
 
-def count_parameters(model: EncodecMAE) -> dict[str, int]:
-    """Parameter counts by part (what Table 1's "Params" is compared against)."""
-    def n(m):
-        return sum(p.numel() for p in m.parameters()) if m is not None else 0
+def count_parameters(model: EncodecMAE, per_use: bool = False) -> dict[str, int]:
+    """Parameter counts by part (what Table 1's "Params" is compared against).
 
+    Distinct weights by default: a shared feed-forward block counts once (what the optimiser
+    updates and a checkpoint stores). ``per_use``: counted once per layer that uses it, as
+    torchinfo's summary of the released model does, which is how the paper counts.
+    """
+    def n(m):
+        return sum(p.numel() for p in m.parameters())
+
+    def stack(s: ResiDualStack):
+        return sum(n(b) for b in s.blocks) + n(s.ln_out) if per_use else n(s)
+
+    dec_pos = 0 if model.dec_pos is model.enc_pos else model.dec_pos.scale.numel()
     parts = {
         "frontend": n(model.frontend),
         "in_proj": n(model.in_proj),
-        "encoder": n(model.encoder) + model.enc_pos.scale.numel(),
-        "decoder": n(model.enc_to_dec) + n(model.decoder) + model.dec_pos.scale.numel() + model.mask_token.numel(),
+        "encoder": stack(model.encoder) + model.enc_pos.scale.numel(),
+        "decoder": n(model.enc_to_dec) + stack(model.decoder) + dec_pos + model.mask_token.numel(),
         "head": n(model.head),
     }
     parts["total"] = sum(parts.values())
@@ -263,10 +290,11 @@ def count_parameters(model: EncodecMAE) -> dict[str, int]:
 
 
 def paper_param_count(model: EncodecMAE) -> int:
-    """Parameters as Table 1 counts them: the encoder blocks plus a frozen EnCodec frontend.
+    """Parameters as Table 1 counts them: the encoder blocks, per use, plus a frozen EnCodec frontend.
 
     This matches the paper's 86.6 M (base) and 94.0 M (EC->EC base: + 7.4 M of EnCodec encoder)
-    to 0.1 M, 43.6 M (small) to 0.7 %, and 261.6 M (large) to 3.7 % (see the README).
+    to 0.1 M, 43.6 M (small) to 0.7 %, and 261.6 M (large) to 3.7 % (see the README), with the
+    feed-forward block shared or not.
     """
-    c = count_parameters(model)
+    c = count_parameters(model, per_use=True)
     return c["encoder"] + c["frontend"]

@@ -1,8 +1,9 @@
 """Sharing results through DVC: Table 1 as a small metrics JSON (``dvc metrics show/diff``).
 
 ``table-metrics`` reads ``results/table1.csv`` (``make-table`` output) and writes, for each of
-our models, its six task scores, their "±", the Global score and the encoder's parameter count
-(the paper's rows are left out: they never change). The DVC ``report`` stage runs it after
+our models (trained here, or released weights evaluated here), its six task scores, their "±",
+the Global score and the encoder's parameter count (the paper's rows are left out: they never
+change). The DVC ``report`` stage runs it after
 Snakemake; it is not a workflow rule.
 """
 
@@ -20,7 +21,7 @@ def table_metrics(table_csv: str | Path) -> dict[str, dict[str, float]]:
     from encodecmae.report.table import PROVENANCE_COLUMNS
 
     table = pd.read_csv(table_csv)
-    ours = table[table["source"] == "ours"]
+    ours = table[table["source"] != "paper"]
     metrics = {}
     for _, row in ours.iterrows():
         values = {}

@@ -4,7 +4,8 @@
 metadata (which paper task each task stands for) and the model checkpoints (parameter
 counts), and writes one row per model with the six scores in percent, their "±", the Global
 score and the encoder's parameter count, with the paper's Table 1 line beside it when the
-experiment names one. Each of our rows also names what made it (``PROVENANCE_COLUMNS``, from the
+experiment names one: per line, our retrained model, the authors' released weights through our
+protocol (experiment rows with ``released``), then the paper's row. Each of our rows also names what made it (``PROVENANCE_COLUMNS``, from the
 ``provenance`` block of its score files): the code commit(s), the training run and the data.
 """
 
@@ -65,14 +66,42 @@ def row_provenance(score_results: list[dict]) -> dict:
     }
 
 
+def table_order(spec: list[dict]) -> list[dict]:
+    """The spec's rows in config order, except that the rows of one paper line come together
+    (trained here, then released weights) where the first of them stands, followed by the paper's
+    row: ``{"paper_line": N}`` entries mark where the paper's rows go."""
+    out, done = [], set()
+    for m in spec:
+        line = m.get("paper_line")
+        if line is None:
+            out.append(m)
+        elif line not in done:
+            done.add(line)
+            same = [r for r in spec if r.get("paper_line") == line]
+            same = sorted(same, key=lambda r: bool(r.get("released")))
+            out += same + [{"paper_line": line, "model": same[0]["name"]}]
+    return out
+
+
 def build_table(spec: list[dict], scores: dict[tuple[str, str], dict], task_short: dict[str, str],
                 params_m: dict[str, float]) -> pd.DataFrame:
-    """One row per model (and the paper's row beside it); scores in percent."""
+    """One row per model, then the paper's row of its line; scores in percent. Source: ``ours``
+    (trained here), ``released`` (the authors' weights through our protocol) or ``paper``."""
     paper = paper_table1().set_index("line")
     rows = []
-    for m in spec:
+    for m in table_order(spec):
+        if "name" not in m:
+            line = m["paper_line"]
+            p = paper.loc[int(line)]
+            prow = {"model": m["model"], "label": f"paper ({line}) {p['model']}", "source": "paper"}
+            for short in SHORT:
+                prow[short] = p[short]
+                prow[f"{short}_ci"] = p[f"{short}_ci"]
+            prow["global"], prow["params_m"] = p["global"], p["params_m"]
+            rows.append(prow)
+            continue
         name = m["name"]
-        row = {"model": name, "label": m["label"], "source": "ours"}
+        row = {"model": name, "label": m["label"], "source": "released" if m.get("released") else "ours"}
         fractions = {}
         for task, short in task_short.items():
             s = scores[(name, task)]
@@ -84,15 +113,6 @@ def build_table(spec: list[dict], scores: dict[tuple[str, str], dict], task_shor
         in_columns = sorted(task_short, key=lambda t: SHORT.index(task_short[t]))
         row.update(row_provenance([scores[(name, t)] for t in in_columns]))
         rows.append(row)
-        line = m.get("paper_line")
-        if line is not None:
-            p = paper.loc[int(line)]
-            prow = {"model": name, "label": f"paper ({line}) {p['model']}", "source": "paper"}
-            for short in SHORT:
-                prow[short] = p[short]
-                prow[f"{short}_ci"] = p[f"{short}_ci"]
-            prow["global"], prow["params_m"] = p["global"], p["params_m"]
-            rows.append(prow)
     cols = ["model", "label", "source"] + [c for s in SHORT for c in (s, f"{s}_ci")] + ["global", "params_m"]
     cols += PROVENANCE_COLUMNS
     return pd.DataFrame(rows).reindex(columns=cols)
@@ -108,19 +128,20 @@ def to_markdown(table: pd.DataFrame) -> str:
     head = "| Model | " + " | ".join(SHORT) + " | Global | Params (M) |"
     lines = [head, "|" + "---|" * (len(SHORT) + 3)]
     for _, r in table.iterrows():
-        label = r["label"] if r["source"] == "ours" else f"*{r['label']}*"
+        label = f"*{r['label']}*" if r["source"] == "paper" else r["label"]
         g = "" if pd.isna(r["global"]) else f"{r['global']:.1f}"
         lines.append(f"| {label} | " + " | ".join(cell(r, s) for s in SHORT) + f" | {g} | {r['params_m']:g} |")
     note = ("\nScores in percent (accuracy; mAP for FSD) with the half-width of the 95 % bootstrap interval "
             "(100 iterations, distance to the furthest bound). Global: clipped z-scores against the HEAR 2021 "
-            "entries, x100. Params: encoder parameters (the paper's count). Rows in italics are the paper's "
-            "Table 1 lines the experiment reproduces.\n")
+            "entries, x100. Params: encoder parameters per use (the paper's count: a feed-forward block shared by "
+            "the layers counts once per layer). Rows in italics are the paper's Table 1 lines the rows above "
+            "them reproduce.\n")
     return "\n".join(lines) + "\n" + note + provenance_notes(table)
 
 
 def provenance_notes(table: pd.DataFrame) -> str:
     """One short line per row of ours: what made it (the full values are in the CSV)."""
-    ours = table[table["source"] == "ours"]
+    ours = table[table["source"] != "paper"]
     if not len(ours) or "code_commit" not in table:
         return ""
     out = ["\nProvenance (code commit; run key; SHA-256 prefixes of settings, training data, evaluation data):\n"]
@@ -161,7 +182,7 @@ def cmd_make_table(args: argparse.Namespace) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("make-table", help="Table 1 of the paper from score files (CSV + Markdown)")
-    p.add_argument("--spec", required=True, help="JSON list of {name, label, paper_line} in row order")
+    p.add_argument("--spec", required=True, help="JSON list of {name, label, paper_line, released} in config order")
     p.add_argument("--scores", nargs="+", required=True, help="score JSONs, .../MODEL/TASK.json")
     p.add_argument("--task-dirs", nargs="+", required=True)
     p.add_argument("--checkpoints", nargs="+", required=True, help=".../MODEL/model.pt")

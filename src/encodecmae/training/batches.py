@@ -82,14 +82,15 @@ class Corpus:
         tgt[:, :nf] = self.targets[shard][:, f0 : f0 + nf]
         return wav, tgt, nf
 
-    def _collate(self, items, mask_key: list[int], mask_prop: float, mask_gap: int) -> Batch:
+    def _collate(self, items, mask_key: list[int], mask_prop: float, mask_gap: int, mask_starts: str) -> Batch:
         wav, tgt, lengths = zip(*items)
         lengths_t = torch.tensor(lengths, dtype=torch.long)
         g = torch.Generator().manual_seed(int(np.random.SeedSequence(mask_key).generate_state(1)[0]))
-        mask = span_mask(lengths_t, self.crop // HOP, mask_prop, mask_gap, generator=g)
+        mask = span_mask(lengths_t, self.crop // HOP, mask_prop, mask_gap, generator=g, starts=mask_starts)
         return Batch(torch.from_numpy(np.stack(wav)), torch.from_numpy(np.stack(tgt)), lengths_t, mask)
 
-    def train_batch(self, step: int, batch_size: int, seed: int, mask_prop: float = 0.5, mask_gap: int = 15) -> Batch:
+    def train_batch(self, step: int, batch_size: int, seed: int, mask_prop: float = 0.5, mask_gap: int = 15,
+                    mask_starts: str = "anywhere") -> Batch:
         """The global batch of training step ``step`` (same on every rank)."""
         rng = np.random.default_rng([seed, step])
         idx = rng.choice(len(self.train_clips), size=batch_size, p=self.weights)
@@ -99,25 +100,28 @@ class Corpus:
             hop_slots = max(0, (int(row.n_samples) - self.crop) // HOP)
             start = int(rng.integers(0, hop_slots + 1)) * HOP  # crops start on a frame boundary
             items.append(self._crop(int(row.shard), int(row.offset), int(row.n_samples), start))
-        return self._collate(items, [seed, step, 1], mask_prop, mask_gap)
+        return self._collate(items, [seed, step, 1], mask_prop, mask_gap, mask_starts)
 
-    def val_batches(self, batch_size: int, seed: int, mask_prop: float = 0.5, mask_gap: int = 15):
+    def val_batches(self, batch_size: int, seed: int, mask_prop: float = 0.5, mask_gap: int = 15,
+                    mask_starts: str = "anywhere"):
         """Fixed validation batches: the first 4 s of each held-out clip, fixed masks."""
         for b0 in range(0, len(self.val_clips), batch_size):
             rows = self.val_clips.iloc[b0 : b0 + batch_size]
             items = [self._crop(int(r.shard), int(r.offset), int(r.n_samples), 0) for r in rows.itertuples()]
-            yield self._collate(items, [seed, b0, 2], mask_prop, mask_gap)
+            yield self._collate(items, [seed, b0, 2], mask_prop, mask_gap, mask_starts)
 
 
 class StepDataset(torch.utils.data.Dataset):
     """Map-style view indexed by step, so a DataLoader can prefetch batches in workers."""
 
-    def __init__(self, corpus: Corpus, batch_size: int, seed: int, mask_prop: float, mask_gap: int):
+    def __init__(self, corpus: Corpus, batch_size: int, seed: int, mask_prop: float, mask_gap: int,
+                 mask_starts: str = "anywhere"):
         self.corpus, self.batch_size, self.seed = corpus, batch_size, seed
-        self.mask_prop, self.mask_gap = mask_prop, mask_gap
+        self.mask_prop, self.mask_gap, self.mask_starts = mask_prop, mask_gap, mask_starts
 
     def __len__(self):
         return 1 << 40
 
     def __getitem__(self, step: int) -> Batch:
-        return self.corpus.train_batch(step, self.batch_size, self.seed, self.mask_prop, self.mask_gap)
+        return self.corpus.train_batch(step, self.batch_size, self.seed, self.mask_prop, self.mask_gap,
+                                       self.mask_starts)

@@ -19,7 +19,8 @@ import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields
 
-from encodecmae.model.config import INPUTS, SIZES
+from encodecmae.model.config import (FEEDFORWARD, INPUTS, LOSS_NORMS, MASK_STARTS, MASK_TOKENS, MEL_FRAMINGS,
+                                     POSITIONS, SIZES)
 
 ROLES = ("setting", "input", "output", "job")
 
@@ -54,8 +55,16 @@ class TrainConfig:
     reset_head: bool = option(False, "a new prediction head for the targets (with --init-from)")
     n_streams: int | None = option(None, "target streams Q (default: from the targets)")
     n_classes: int = option(1024, "classes per stream K (EnCodec codebook size, or k-means clusters)")
+    # where the released code differs from the paper's text (README "Paper text and released code");
+    # a model started with --init-from keeps its teacher's architecture settings
     mask_token: str = option("learned", "mask token (paper: learned; released code: zeros)", training=True,
-                             choices=("learned", "zeros"))
+                             choices=MASK_TOKENS)
+    feedforward: str = option("per_layer", "feed-forward blocks: one per layer, or one shared by the layers of "
+                              "each stack (released code)", training=True, choices=FEEDFORWARD)
+    mel_framing: str = option("aligned", "mel frames: hop 320 centred on EnCodec's frames, or the released "
+                              "code's 318-sample shift", training=True, choices=MEL_FRAMINGS)
+    positions: str = option("per_stack", "positional scale: one per stack, or one for encoder and decoder "
+                            "(released code)", training=True, choices=POSITIONS)
     # the objective and the optimiser
     steps: int = option(500_000, "training steps (0: write the initial weights)")
     batch_size: int = option(128, "global batch (all ranks)", training=True)
@@ -67,6 +76,10 @@ class TrainConfig:
     gamma: list[float] = option([], "per-stream loss weights gamma_q (none: uniform)")
     mask_prop: float = option(0.5, "masked proportion of the frames", training=True)
     mask_gap: int = option(15, "mask span length in frames", training=True)
+    mask_starts: str = option("anywhere", "where mask spans may start: anywhere in the clip, or only where they "
+                              "end inside it (released code)", training=True, choices=MASK_STARTS)
+    loss_norm: str = option("clip", "loss means per clip, or over the batch's frames (released code)",
+                            training=True, choices=LOSS_NORMS)
     seed: int = option(0, "seed of initialisation, batches and masks", training=True)
     val_clips: int = option(200, "held-out validation clips", training=True)
     # how one job runs
@@ -104,6 +117,9 @@ def defaults() -> dict:
 EXECUTION_FIELDS = fields_with_role("output", "job")
 INPUT_FIELDS = fields_with_role("input")
 RESUME_MAY_CHANGE = EXECUTION_FIELDS | {"steps"}
+# Settings of the model's architecture (ModelConfig fields of the same name): a student started
+# from a teacher's weights (--init-from) keeps the teacher's.
+ARCHITECTURE_FIELDS = ("mask_token", "feedforward", "mel_framing", "positions")
 
 
 # --- command line ------------------------------------------------------------------------------

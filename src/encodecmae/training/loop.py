@@ -41,7 +41,8 @@ from encodecmae.model.transformer import EncodecMAE, count_parameters
 from encodecmae.progress import format_duration
 from encodecmae.training import checkpoints as ckpt_io
 from encodecmae.training.batches import Corpus, StepDataset
-from encodecmae.training.config import EXECUTION_FIELDS, RESUME_MAY_CHANGE, TrainConfig, add_arguments, from_args
+from encodecmae.training.config import (ARCHITECTURE_FIELDS, EXECUTION_FIELDS, RESUME_MAY_CHANGE, TrainConfig,
+                                        add_arguments, from_args)
 
 
 def train(cfg: TrainConfig) -> Path:
@@ -132,12 +133,17 @@ def build_training_model(cfg: TrainConfig, n_target_streams: int) -> tuple[Encod
         model = ckpt_io.build_model(teacher)
         extra["init_from"] = {"path": cfg.init_from, "step": teacher.get("step"),
                               "code_version": teacher.get("code_version")}
+        differ = [f"--{k.replace('_', '-')} {getattr(model.cfg, k)}" for k in ARCHITECTURE_FIELDS
+                  if getattr(model.cfg, k) != getattr(cfg, k)]
+        if differ:  # the student is the teacher's architecture; its recorded settings must say so
+            raise ValueError(f"{cfg.init_from}: the teacher's architecture differs from this run's settings; "
+                             f"pass {' '.join(differ)}")
         if cfg.reset_head:
             model.reset_head(cfg.n_streams or n_target_streams, cfg.n_classes)
     else:
         mcfg = ModelConfig.from_size(cfg.size, input=cfg.input, encodec_checkpoint=cfg.encodec_checkpoint,
                                      n_streams=cfg.n_streams or n_target_streams, n_classes=cfg.n_classes,
-                                     mask_token=cfg.mask_token)
+                                     **{k: getattr(cfg, k) for k in ARCHITECTURE_FIELDS})
         arch = {k: getattr(cfg, k) for k in ("n_layers", "d_model", "n_heads", "ff_dim") if getattr(cfg, k)}
         model = EncodecMAE(replace(mcfg, **arch))
     if model.cfg.n_streams != n_target_streams:
@@ -209,7 +215,7 @@ def batches(run: Run, start: int):
     """(step number, global batch) for steps start+1 .. cfg.steps, prefetched by workers."""
     cfg = run.cfg
     loader = torch.utils.data.DataLoader(
-        StepDataset(run.corpus, cfg.batch_size, cfg.seed, cfg.mask_prop, cfg.mask_gap),
+        StepDataset(run.corpus, cfg.batch_size, cfg.seed, cfg.mask_prop, cfg.mask_gap, cfg.mask_starts),
         sampler=range(start, cfg.steps), batch_size=None, num_workers=cfg.num_workers,
         pin_memory=run.device.type == "cuda", persistent_workers=False,
         # its own generator: each new iterator draws a base seed, which must not come from the
@@ -234,7 +240,8 @@ def train_step(run: Run, batch) -> dict[str, torch.Tensor]:
         sync = m == cfg.grad_accum - 1 or run.world == 1
         with (nullcontext() if sync else run.ddp.no_sync()), run.autocast():
             logits = run.ddp(b.wav, b.lengths, b.mask)
-            parts = mae_loss(logits, b.targets, b.mask, valid_mask(b.lengths, b.mask.shape[1]), run.gamma, cfg.delta)
+            parts = mae_loss(logits, b.targets, b.mask, valid_mask(b.lengths, b.mask.shape[1]), run.gamma, cfg.delta,
+                             cfg.loss_norm)
         (parts["loss"] / cfg.grad_accum).backward()
         for k, v in parts.items():
             acc[k] = acc.get(k, 0) + v.detach() / cfg.grad_accum
@@ -250,12 +257,12 @@ def validate(run: Run) -> dict[str, float]:
     sums: dict[str, float] = {}
     n = 0
     for batch in run.corpus.val_batches(max(1, cfg.batch_size // cfg.grad_accum), cfg.seed, cfg.mask_prop,
-                                        cfg.mask_gap):
+                                        cfg.mask_gap, cfg.mask_starts):
         b = batch.to(run.device)
         with run.autocast():
             logits = model(b.wav, b.lengths, b.mask)
         parts = scalars(mae_loss(logits, b.targets, b.mask, valid_mask(b.lengths, b.mask.shape[1]), run.gamma,
-                                 cfg.delta), "val_")
+                                 cfg.delta, cfg.loss_norm), "val_")
         k = len(b.lengths)
         for key, v in parts.items():
             sums[key] = sums.get(key, 0.0) + v * k

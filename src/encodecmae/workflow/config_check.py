@@ -132,7 +132,7 @@ def describe(error, schema: dict) -> list[Problem]:
         out = []
         for k in value:
             if isinstance(error.instance, dict) and k not in error.instance:
-                sub = error.schema.get("properties", {}).get(k, {})
+                sub = error.schema.get("properties", {}).get(k) or _enclosing_property(schema, error, k)
                 out.append(Problem(format_path(path + [k]), "missing (required)",
                                    " ".join(str(sub.get("description", "")).split()), missing=True))
         return out
@@ -157,6 +157,16 @@ def describe(error, schema: dict) -> list[Problem]:
     else:
         what = _shorten(error.message, 120)
     return [Problem(where, what, desc)]
+
+
+def _enclosing_property(schema: dict, error, key: str) -> dict:
+    """The schema of property ``key`` in the nearest object schema on the error's schema path
+    (a ``required`` under ``if``/``then`` names keys its own subschema does not describe)."""
+    found = {}
+    for node in _nodes_on(schema, error.absolute_schema_path):
+        if isinstance(node, dict) and isinstance(node.get("properties"), dict) and key in node["properties"]:
+            found = node["properties"][key]
+    return found
 
 
 def _no_alternative_fits(error, path: list, schema: dict) -> list[Problem]:
@@ -192,16 +202,24 @@ def _unknown_key(path: list, key: str, allowed: list[str]) -> Problem:
                    suggestion=format_path(path[:-1] + [close[0]]) if close else "")
 
 
-def description_at(schema: dict, schema_path) -> str:
-    """The description of the deepest schema node on ``schema_path`` below the root that has one."""
-    node, found = schema, ""
+def _nodes_on(schema: dict, schema_path):
+    """The schema nodes along ``schema_path``, the root first, as far as the path leads."""
+    node = schema
+    yield node
     for part in schema_path:
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, list) and isinstance(part, int) and part < len(node):
             node = node[part]
         else:
-            break
+            return
+        yield node
+
+
+def description_at(schema: dict, schema_path) -> str:
+    """The description of the deepest schema node on ``schema_path`` below the root that has one."""
+    found = ""
+    for node in list(_nodes_on(schema, schema_path))[1:]:
         if isinstance(node, dict) and isinstance(node.get("description"), str):
             found = node["description"]
     return " ".join(found.split())

@@ -3,7 +3,8 @@
 The workflow's config declares models as a list of experiments (one row per model); this
 module turns a row into the inputs and command-line parameters of its training rule, checks
 references between rows (``init``, ``targets.clusters_of``), and keeps the logic out of the
-Snakefile so it can be unit-tested.
+Snakefile so it can be unit-tested. A row with ``released: NAME`` trains nothing: its model is
+the authors' released checkpoint ``NAME`` (the config's ``released:`` section), converted.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 
 from encodecmae.model.config import SIZES
-from encodecmae.training.config import to_args, training_keys
+from encodecmae.training.config import ARCHITECTURE_FIELDS, to_args, training_keys
 
 # training keys a config's ``training:`` section and an experiment's ``train:`` may set (the other
 # TrainConfig fields come from the experiment row or are derived from it below)
@@ -38,6 +39,7 @@ class Experiment:
     n_classes: int | None = None  # classes per target stream; None: kept from the init model
     train: dict = field(default_factory=dict)
     paper_line: int | None = None
+    released: str | None = None  # a released checkpoint's name (config ``released:``): nothing to train
 
     @property
     def targets_kind(self) -> str:
@@ -73,11 +75,23 @@ def resolve(config: dict) -> dict[str, Experiment]:
     archs = config.get("architectures", {})
     defaults = {k: v for k, v in config.get("training", {}).items() if k in TRAIN_KEYS}
     out: dict[str, Experiment] = {}
+    released = config.get("released", {})
     for i, row in enumerate(config["experiments"]):
         name = row["name"]
         where = f"experiments[{i}]"
         if name in out:
             raise ConfigError(f"{where}.name: duplicate experiment name {name!r}")
+        if "released" in row:
+            out[name] = _released_row(row, where, released)
+            continue
+        if "steps" not in row:
+            raise ConfigError(f"{where}.steps: missing (required unless the row is 'released')")
+        for key in ("init", "targets"):
+            ref = row.get(key)
+            ref = ref.get("clusters_of") if isinstance(ref, dict) else ref
+            if ref in out and out[ref].released:
+                raise ConfigError(f"{where}.{key}: {ref!r} is a released model; training from released "
+                                  f"weights or their clusters is not supported")
         init = row.get("init")
         if init is not None and init not in out:
             raise ConfigError(f"{where}.init: {init!r} is not an experiment listed before {name!r}")
@@ -103,12 +117,34 @@ def resolve(config: dict) -> dict[str, Experiment]:
         # model that continues from ``init`` on the same targets keeps its head)
         n_classes = (config["selftraining"]["k"] if teacher is not None
                      else None if init is not None else config["encodec"]["codebook_size"])
+        train = {**defaults, **row.get("train", {})}
+        if base:  # a student is its teacher's architecture
+            given = sorted(k for k in row.get("train", {}) if k in ARCHITECTURE_FIELDS)
+            if given:
+                raise ConfigError(f"{where}.train: {', '.join(given)} set the architecture, which a model that "
+                                  f"starts from 'init' keeps; remove them")
+            train.update({k: base.train[k] for k in ARCHITECTURE_FIELDS if k in base.train})
         out[name] = Experiment(
             name=name, label=row.get("label", name), input=row.get("input", base.input if base else "mel256"),
             size=size, arch=dict(archs[arch_name]) if arch_name else (dict(base.arch) if base else {}),
             sources=list(srcs), steps=int(row["steps"]), teacher=teacher, init=init, n_classes=n_classes,
-            train={**defaults, **row.get("train", {})}, paper_line=row.get("paper_line"))
+            train=train, paper_line=row.get("paper_line"))
     return out
+
+
+def _released_row(row: dict, where: str, released: dict) -> Experiment:
+    name = row["released"]
+    if name not in released:
+        raise ConfigError(f"{where}.released: {name!r} is not defined under 'released'")
+    extra = sorted(k for k in row if k not in ("name", "label", "released", "paper_line", "size"))
+    if extra:
+        raise ConfigError(f"{where}: a released model is not trained here; remove {', '.join(extra)}")
+    size = row.get("size") or name.split("-")[0]
+    if size not in SIZES:
+        raise ConfigError(f"{where}.size: {size!r} is not one of {sorted(SIZES)} (give the released model's size)")
+    return Experiment(name=row["name"], label=row.get("label", row["name"]), input="mel256", size=size, arch={},
+                      sources=[], steps=0, teacher=None, init=None, paper_line=row.get("paper_line"),
+                      released=name)
 
 
 def train_args(params: dict) -> str:

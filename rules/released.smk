@@ -1,0 +1,45 @@
+# The authors' released checkpoints (the paper's models, Hugging Face hub lpepino/encodecmae-*):
+# downloaded (checksum-verified when config `released.NAME.sha256` is given), converted into this
+# package's model, then embedded and scored by the same HEAR rules as the models trained here.
+
+
+rule download_released:
+    output:
+        f"{D}/released/{{release}}/model.pt",
+    params:
+        url=lambda wildcards: RELEASED[wildcards.release]["url"],
+        checksum=lambda wildcards: (
+            f"--sha256 {RELEASED[wildcards.release]['sha256']}"
+            if RELEASED[wildcards.release].get("sha256")
+            else ""
+        ),
+    resources:
+        runtime=60,
+    conda:
+        "../envs/data.yaml"
+    log:
+        f"{D}/logs/download_released/{{release}}.log",
+    shell:
+        "python -m encodecmae download --url {params.url} {params.checksum} --out {output} > {log} 2>&1"
+
+
+rule import_released:
+    input:
+        lambda wildcards: f"{D}/released/{EXPERIMENTS[wildcards.model].released}/model.pt",
+    output:
+        f"{R}/models/{{model}}/model.pt",
+    wildcard_constraints:
+        model="|".join(RELEASED_ROWS) or "^$",
+    params:
+        release=lambda wildcards: EXPERIMENTS[wildcards.model].released,
+        url=lambda wildcards: RELEASED[EXPERIMENTS[wildcards.model].released]["url"],
+    resources:
+        mem_mb=model_mem_mb("model"),
+        runtime=30,
+    conda:
+        "../envs/torch.yaml"
+    log:
+        f"{R}/logs/import_released/{{model}}.log",
+    shell:
+        "python -m encodecmae import-released --checkpoint {input} --out {output} --name {params.release} "
+        "--url {params.url} > {log} 2>&1"
