@@ -1,10 +1,11 @@
 # Helpers shared by the rule files. Anything with logic worth testing lives in the package
 # (encodecmae.workflow.experiments); these functions only map wildcards to paths and parameters.
 import json
+import math
 import shlex
 from pathlib import Path
 
-from encodecmae.workflow.experiments import resolve, train_args
+from encodecmae.workflow.experiments import resolve, source_shards, train_args
 from encodecmae.workflow.resources import inference_mem_mb, train_resources
 
 D = config["data_dir"]
@@ -17,6 +18,7 @@ TRAINED = [name for name, e in EXPERIMENTS.items() if e.steps > 0]
 RELEASED = config["released"]
 RELEASED_ROWS = [name for name, e in EXPERIMENTS.items() if e.released]  # converted, not trained
 SOURCES = config["corpus"]["sources"]
+N_SHARDS = source_shards(config["corpus"])  # by duration: expected hours / shard_hours
 TASKS = config["tasks"]
 ENC = config["encodec"]
 ENCODEC_CKPT = (
@@ -32,7 +34,7 @@ wildcard_constraints:
     source="|".join(SOURCES),
     task="|".join(TASKS),
     release="|".join(RELEASED) or "^$",
-    shard=r"\d{3}",
+    shard=r"\d{3}\d*",  # 000 ... 999, 1000 ... (Snakemake reads {3,} as no quantifier)
 
 
 def input_parent(key):
@@ -58,7 +60,7 @@ def output_parent(wildcards, output):
 
 
 def shard_ids(source):
-    return [f"{i:03d}" for i in range(SOURCES[source]["n_shards"])]
+    return [f"{i:03d}" for i in range(N_SHARDS[source])]
 
 
 def shard_dirs(sources):
@@ -70,18 +72,21 @@ def shard_manifests(sources):
 
 
 def source_input(wildcards):
-    """The rule output (or user directory) that holds a source's audio."""
+    """The rule output that holds a source's audio; none for a directory the user fills (its
+    absence is list-audio's error, at run time, so that the workflow plans without the data)."""
     src = SOURCES[wildcards.source]
     if src.get("demo"):
         return f"{D}/raw/demo"
     if src.get("archives"):
         return f"{D}/downloads/{wildcards.source}"
-    return src["path"]
+    return []
 
 
 def source_dir(wildcards):
     src = SOURCES[wildcards.source]
-    return f"{D}/raw/demo/{wildcards.source}" if src.get("demo") else source_input(wildcards)
+    if src.get("demo"):
+        return f"{D}/raw/demo/{wildcards.source}"
+    return f"{D}/downloads/{wildcards.source}" if src.get("archives") else src["path"]
 
 
 def archive_flags(wildcards):
@@ -91,7 +96,12 @@ def archive_flags(wildcards):
 
 
 def n_shards(wildcards):
-    return SOURCES[wildcards.source]["n_shards"]
+    return N_SHARDS[wildcards.source]
+
+
+def list_runtime(source):
+    """Minutes for list-audio: reading ~100 file headers a second, an hour of headroom."""
+    return 60 + math.ceil(SOURCES[source].get("hours", 0) * 3600 / 10 / 100 / 60)
 
 
 def target_files(exp):
@@ -101,9 +111,20 @@ def target_files(exp):
     return [f"{D}/selftrain/{exp.teacher}/clusters/{s}/{i}.npy" for s in exp.sources for i in shard_ids(s)]
 
 
+def shard_index(source):
+    """The index of a source's shards: jobs that read every shard depend on it, not on each one."""
+    return f"{D}/shards/{source}.index"
+
+
+def target_index(exp, source):
+    if exp.teacher is None:
+        return f"{D}/tokens/{source}.index"
+    return f"{D}/selftrain/{exp.teacher}/clusters/{source}.index"
+
+
 def train_inputs(wildcards):
     exp = EXPERIMENTS[wildcards.model]
-    inputs = {"manifests": shard_manifests(exp.sources), "targets": target_files(exp)}
+    inputs = {"shards": [shard_index(s) for s in exp.sources], "targets": [target_index(exp, s) for s in exp.sources]}
     if exp.teacher is None:
         inputs["gamma"] = f"{R}/gamma.json"
     if exp.init is not None:
@@ -111,6 +132,14 @@ def train_inputs(wildcards):
     elif exp.input == "encodec":
         inputs["encodec"] = ENCODEC_CKPT
     return inputs
+
+
+def train_shards(wildcards):
+    return shard_dirs(EXPERIMENTS[wildcards.model].sources)
+
+
+def train_targets(wildcards):
+    return target_files(EXPERIMENTS[wildcards.model])
 
 
 def train_settings(wildcards):
@@ -141,16 +170,16 @@ def teacher_sources(wildcards):
     return EXPERIMENTS[wildcards.teacher].sources
 
 
-def teacher_features(wildcards):
-    return [
-        f"{D}/selftrain/{wildcards.teacher}/features/{s}/{i}.npy"
-        for s in teacher_sources(wildcards)
-        for i in shard_ids(s)
-    ]
+def teacher_shard_indexes(wildcards):
+    return [shard_index(s) for s in teacher_sources(wildcards)]
+
+
+def teacher_shards(wildcards):
+    return shard_dirs(teacher_sources(wildcards))
 
 
 def crops_per_shard(wildcards):
-    n = sum(SOURCES[s]["n_shards"] for s in teacher_sources(wildcards))
+    n = sum(N_SHARDS[s] for s in teacher_sources(wildcards))
     return -(-config["selftraining"]["n_crops"] // n)
 
 
@@ -163,7 +192,17 @@ def task_dir(task):
     return spec["path"]
 
 
+def task_inputs(tasks):
+    """The rule outputs that hold these tasks; none for a directory the user prepared (checked by
+    the command at run time, so that the workflow plans before the data is there)."""
+    return [task_dir(t) for t in tasks if TASKS[t].get("demo") or TASKS[t].get("archive")]
+
+
 def task_input(wildcards):
+    return task_inputs([wildcards.task])
+
+
+def task_param(wildcards):
     return task_dir(wildcards.task)
 
 

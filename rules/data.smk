@@ -1,5 +1,5 @@
-# Corpus -> 24 kHz mono shards. A shard (hundreds to thousands of clips) is the unit of every
-# data job; the number of jobs grows with shards, never with clips.
+# Corpus -> 24 kHz mono shards. A shard (a few hours of audio: corpus.shard_hours) is the unit of
+# every data job; the number of jobs grows with hours of audio, never with clips.
 
 
 rule make_demo_corpus:
@@ -41,29 +41,31 @@ rule list_source:
     input:
         source_input,
     output:
-        f"{D}/lists/{{source}}.txt",
+        f"{D}/lists/{{source}}.tsv",
     params:
         source_dir=source_dir,
+        n_shards=n_shards,
     resources:
-        runtime=30,
+        runtime=lambda wildcards: list_runtime(wildcards.source),
     priority: CHAIN_PRIORITY
     conda:
         "../envs/data.yaml"
     log:
         f"{D}/logs/list_source/{{source}}.log",
     shell:
-        "python -m encodecmae list-audio --source-dir {params.source_dir} --out {output} > {log} 2>&1"
+        "python -m encodecmae list-audio --source-dir {params.source_dir} --n-shards {params.n_shards} --out {output} "
+        "> {log} 2>&1"
 
 
 rule resample_shard:
     input:
-        f"{D}/lists/{{source}}.txt",
+        f"{D}/lists/{{source}}.tsv",
     output:
         audio=f"{D}/shards/{{source}}/{{shard}}/audio.npy",
         manifest=f"{D}/shards/{{source}}/{{shard}}/manifest.csv",
     params:
-        n_shards=n_shards,
         out_dir=output_parent,
+        max_bad_fraction=config["corpus"]["max_bad_fraction"],
     resources:
         mem_mb=4000,
         runtime=60,
@@ -75,5 +77,20 @@ rule resample_shard:
     benchmark:
         f"{D}/benchmarks/resample_shard/{{source}}/{{shard}}.tsv"
     shell:
-        "python -m encodecmae resample --file-list {input} --n-shards {params.n_shards} --shard {wildcards.shard} "
-        "--out {params.out_dir} > {log} 2>&1"
+        "python -m encodecmae resample --file-list {input} --shard {wildcards.shard} --out {params.out_dir} "
+        "--max-bad-fraction {params.max_bad_fraction} > {log} 2>&1"
+
+
+rule index_shards:
+    input:
+        lambda wildcards: shard_manifests([wildcards.source]),
+    output:
+        f"{D}/shards/{{source}}.index",
+    localrule: True
+    priority: CHAIN_PRIORITY
+    conda:
+        "../envs/data.yaml"
+    log:
+        f"{D}/logs/index_shards/{{source}}.log",
+    shell:
+        "python -m encodecmae index-files --files {input} --out {output} > {log} 2>&1"

@@ -25,6 +25,7 @@ rule embed_task:
     output:
         f"{R}/embeddings/{{model}}/{{task}}.npz",
     params:
+        task_dir=task_param,
         layer=config["hear"]["layer"],
     threads: 1
     resources:
@@ -37,7 +38,7 @@ rule embed_task:
     benchmark:
         f"{R}/benchmarks/embed_task/{{model}}/{{task}}.tsv"
     shell:
-        "python -m encodecmae embed-task --checkpoint {input.model} --task-dir {input.task} --out {output} "
+        "python -m encodecmae embed-task --checkpoint {input.model} --task-dir {params.task_dir} --out {output} "
         "--layer {params.layer} --threads {threads} > {log} 2>&1"
 
 
@@ -48,6 +49,7 @@ rule score_task:
     output:
         f"{R}/scores/{{model}}/{{task}}.json",
     params:
+        task_dir=task_param,
         max_epochs=config["hear"]["max_epochs"],
         grid_points=config["hear"]["grid_points"],
         bootstrap=config["hear"]["bootstrap"],
@@ -63,6 +65,6 @@ rule score_task:
     benchmark:
         f"{R}/benchmarks/score_task/{{model}}/{{task}}.tsv"
     shell:
-        "python -m encodecmae score-task --task-dir {input.task} --embeddings {input.embeddings} --out {output} "
+        "python -m encodecmae score-task --task-dir {params.task_dir} --embeddings {input.embeddings} --out {output} "
         "--max-epochs {params.max_epochs} --grid-points {params.grid_points} --bootstrap {params.bootstrap} "
         "--seed {params.seed} --threads {threads} > {log} 2>&1"

@@ -14,7 +14,8 @@ rule train_mae:
     wildcard_constraints:
         model="|".join(n for n in EXPERIMENTS if n not in RELEASED_ROWS),
     params:
-        shards=input_parents("manifests"),
+        shards=train_shards,
+        targets=train_targets,
         settings=train_settings,
         input_flags=train_input_flags,
         ckpt_dir=checkpoint_dir,
@@ -36,7 +37,7 @@ rule train_mae:
         "if [ {resources.gpu} -gt 1 ]; then "
         "set -- python -m torch.distributed.run --standalone --nproc_per_node {resources.gpu} -m encodecmae; "
         "else set -- python -m encodecmae; fi; "
-        '"$@" train --shards {params.shards} --targets {input.targets} --out {output.model} '
+        '"$@" train --shards {params.shards} --targets {params.targets} --out {output.model} '
         "--ckpt-dir {params.ckpt_dir} --metrics {params.ckpt_dir}/metrics.csv "
         "--threads $(( {resources.gpu} > 1 ? ({threads} + {resources.gpu} - 1) / {resources.gpu} : {threads} )) "
         "{params.settings} {params.input_flags} --resume > {log} 2>&1 && cp {params.ckpt_dir}/metrics.csv {output.metrics}"

@@ -5,13 +5,14 @@
 rule make_table:
     input:
         scores=expand(f"{R}/scores/{{model}}/{{task}}.json", model=EXPERIMENTS, task=TASKS),
-        tasks=[task_dir(t) for t in TASKS],
+        tasks=task_inputs(TASKS),
         models=expand(f"{R}/models/{{model}}/model.pt", model=EXPERIMENTS),
     output:
         csv=report(f"{R}/table1.csv", caption="../workflow/report/table1.rst", category="Table 1"),
         md=f"{R}/table1.md",
     params:
         spec=table_spec(),
+        task_dirs=[task_dir(t) for t in TASKS],
     resources:
         runtime=30,
     conda:
@@ -19,7 +20,7 @@ rule make_table:
     log:
         f"{R}/logs/make_table.log",
     shell:
-        "python -m encodecmae make-table --spec {params.spec} --scores {input.scores} --task-dirs {input.tasks} "
+        "python -m encodecmae make-table --spec {params.spec} --scores {input.scores} --task-dirs {params.task_dirs} "
         "--checkpoints {input.models} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
 

@@ -1,38 +1,37 @@
-# Self-training targets in three steps, as the HuBERT recipe: dump teacher activations per
-# shard, fit k-means on a seeded sample, assign cluster ids per shard. The student rows
+# Self-training targets in three steps, as the HuBERT recipe: dump teacher activations of a
+# seeded sample of crops (one job per teacher), fit k-means, assign cluster ids per shard. The student rows
 # (targets: {clusters_of: TEACHER}) train on them in pretrain.smk.
 
 
 rule dump_teacher_features:
     input:
         model=f"{R}/models/{{teacher}}/model.pt",
-        manifest=f"{D}/shards/{{source}}/{{shard}}/manifest.csv",
-        audio=f"{D}/shards/{{source}}/{{shard}}/audio.npy",
+        shards=teacher_shard_indexes,
     output:
-        temp(f"{D}/selftrain/{{teacher}}/features/{{source}}/{{shard}}.npy"),
+        temp(f"{D}/selftrain/{{teacher}}/features.npy"),
     params:
-        shard=input_parent("manifest"),
+        shards=teacher_shards,
         crops_per_shard=crops_per_shard,
         frames_per_crop=config["selftraining"]["frames_per_crop"],
         seed=config["selftraining"]["seed"],
     threads: 1
     resources:
         mem_mb=model_mem_mb("teacher"),
-        runtime=60,
+        runtime=120,
     priority: CHAIN_PRIORITY
     conda:
         "../envs/torch.yaml"
     log:
-        f"{D}/logs/dump_teacher_features/{{teacher}}/{{source}}/{{shard}}.log",
+        f"{D}/logs/dump_teacher_features/{{teacher}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} python -m encodecmae dump-features --checkpoint {input.model} --shard {params.shard} "
+        "OMP_NUM_THREADS={threads} python -m encodecmae dump-features --checkpoint {input.model} --shards {params.shards} "
         "--out {output} --crops-per-shard {params.crops_per_shard} --frames-per-crop {params.frames_per_crop} "
         "--seed {params.seed} > {log} 2>&1"
 
 
 rule fit_kmeans:
     input:
-        teacher_features,
+        f"{D}/selftrain/{{teacher}}/features.npy",
     output:
         f"{D}/selftrain/{{teacher}}/kmeans.npz",
     params:
@@ -79,3 +78,21 @@ rule assign_clusters:
     shell:
         "OMP_NUM_THREADS={threads} python -m encodecmae assign-clusters --checkpoint {input.model} --kmeans {input.kmeans} "
         "--shard {params.shard} --out {output} > {log} 2>&1"
+
+
+rule index_clusters:
+    input:
+        lambda wildcards: [
+            f"{D}/selftrain/{wildcards.teacher}/clusters/{wildcards.source}/{i}.npy"
+            for i in shard_ids(wildcards.source)
+        ],
+    output:
+        f"{D}/selftrain/{{teacher}}/clusters/{{source}}.index",
+    localrule: True
+    priority: CHAIN_PRIORITY
+    conda:
+        "../envs/data.yaml"
+    log:
+        f"{D}/logs/index_clusters/{{teacher}}/{{source}}.log",
+    shell:
+        "python -m encodecmae index-files --files {input} --out {output} > {log} 2>&1"

@@ -21,11 +21,11 @@ rule download_encodec:
 
 rule fit_codebooks:
     input:
-        manifests=shard_manifests(SOURCES),
+        shards=[shard_index(s) for s in SOURCES],
     output:
         f"{D}/encodec/encodec_fitted.pt",
     params:
-        shards=input_parents("manifests"),
+        shards=shard_dirs(SOURCES),
         n_q=ENC["n_q"],
         codebook_size=ENC["codebook_size"],
         fit_max_frames=ENC["fit_max_frames"],
@@ -76,12 +76,12 @@ rule tokenize_shard:
 
 rule estimate_gamma:
     input:
-        manifests=shard_manifests(SOURCES),
+        shards=[shard_index(s) for s in SOURCES],
         encodec=ENCODEC_CKPT,
     output:
         f"{R}/gamma.json",
     params:
-        shards=input_parents("manifests"),
+        shards=shard_dirs(SOURCES),
         gamma_clips=ENC["gamma_clips"],
         n_q=ENC["n_q"],
         seed=ENC["seed"],
@@ -96,3 +96,18 @@ rule estimate_gamma:
     shell:
         "python -m encodecmae estimate-gamma --shards {params.shards} --checkpoint {input.encodec} --out {output} "
         "--gamma-clips {params.gamma_clips} --n-q {params.n_q} --seed {params.seed} > {log} 2>&1"
+
+
+rule index_tokens:
+    input:
+        lambda wildcards: [f"{D}/tokens/{wildcards.source}/{i}.npy" for i in shard_ids(wildcards.source)],
+    output:
+        f"{D}/tokens/{{source}}.index",
+    localrule: True
+    priority: CHAIN_PRIORITY
+    conda:
+        "../envs/data.yaml"
+    log:
+        f"{D}/logs/index_tokens/{{source}}.log",
+    shell:
+        "python -m encodecmae index-files --files {input} --out {output} > {log} 2>&1"

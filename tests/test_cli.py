@@ -20,9 +20,10 @@ def test_a_command_runs_from_the_console_script(tmp_path):
     (tmp_path / "a" / "x.wav").write_bytes(b"")
     (tmp_path / "a" / "notes.txt").write_text("not audio")
     res = subprocess.run([sys.executable, "-m", "encodecmae", "list-audio", "--source-dir", str(tmp_path / "a"),
-                          "--out", str(tmp_path / "list.txt")], capture_output=True, text=True)
+                          "--n-shards", "1", "--out", str(tmp_path / "list.tsv")], capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
-    assert (tmp_path / "list.txt").read_text().splitlines() == [str(tmp_path / "a" / "x.wav")]
+    # an empty "wav" has no readable header: listed without a duration, and resample will skip it
+    assert (tmp_path / "list.tsv").read_text().splitlines() == ["path\tseconds\tshard", f"{tmp_path / 'a' / 'x.wav'}\t\t0"]
 
 
 def test_every_command_is_wired_one_way():

@@ -28,20 +28,69 @@ def test_shard_resamples_mixes_and_trims(tmp_path):
     assert not (tmp_path / "s.partial").exists()
 
 
-def test_bad_audio_names_the_file_and_writes_nothing(tmp_path):
-    (tmp_path / "bad.wav").write_bytes(b"not audio at all")
-    sf.write(tmp_path / "good.wav", np.zeros(24_000, np.float32), 24_000)
-    with pytest.raises(AudioError, match="bad.wav"):
-        write_shard([tmp_path / "good.wav", tmp_path / "bad.wav"], tmp_path / "s")
-    assert not (tmp_path / "s").exists()
-    nan = np.zeros(100, np.float32)
+def bad_files(root):
+    """One file of each kind of bad audio, and the reason resample gives for it."""
+    (root / "garbage.wav").write_bytes(b"not audio at all")
+    sf.write(root / "empty.wav", np.zeros(0, np.float32), 24_000)
+    nan = np.zeros(24_000, np.float32)
     nan[5] = np.nan
-    sf.write(tmp_path / "nan.wav", nan, 24_000, subtype="FLOAT")
+    sf.write(root / "nan.wav", nan, 24_000, subtype="FLOAT")
+    sf.write(root / "short.wav", np.zeros(100, np.float32), 24_000)
+    sf.write(root / "many.wav", np.zeros((24_000, 12), np.float32), 24_000)
+    sf.write(root / "full.flac", 0.1 * np.random.default_rng(0).standard_normal(48_000), 24_000)
+    data = (root / "full.flac").read_bytes()
+    (root / "truncated.flac").write_bytes(data[: len(data) // 2])
+    (root / "full.flac").unlink()
+    return {"garbage.wav": "cannot read audio", "empty.wav": "empty", "nan.wav": "NaN", "short.wav": "too short",
+            "many.wav": "12 channels", "truncated.flac": "cannot read audio"}
+
+
+def test_bad_files_are_skipped_and_listed_until_too_many(tmp_path):
+    reasons = bad_files(tmp_path)
+    good = []
+    for i in range(3):
+        good.append(tmp_path / f"good{i}.wav")
+        sf.write(good[-1], 0.1 * np.ones(24_000, np.float32), 24_000)
+    files = [tmp_path / name for name in reasons] + good
+    m = write_shard(files, tmp_path / "s", max_bad_fraction=0.7)
+    assert m.clip_id.tolist() == ["good0", "good1", "good2"]
+    skipped = pd.read_csv(tmp_path / "s" / "skipped.csv")
+    assert [p.split("/")[-1] for p in skipped.path] == list(reasons)
+    for reason, want in zip(skipped.reason, reasons.values()):
+        assert want in reason, (reason, want)
+    assert Shard.open(tmp_path / "s").n_frames == 3 * 75
+    # more bad files than allowed: the shard fails naming them, and nothing is written
+    with pytest.raises(AudioError, match=r"6 of 9 files are bad .*garbage.wav: cannot read audio"):
+        write_shard(files, tmp_path / "t", max_bad_fraction=0.5)
+    assert not (tmp_path / "t").exists() and not (tmp_path / "t.partial").exists()
+    nan = tmp_path / "nan.wav"
     with pytest.raises(AudioError, match="nan.wav.*NaN"):
-        load_audio(tmp_path / "nan.wav")
-    sf.write(tmp_path / "empty.wav", np.zeros(0, np.float32), 24_000)
-    with pytest.raises(AudioError, match="empty.wav"):
-        load_audio(tmp_path / "empty.wav")
+        load_audio(nan)
+
+
+def test_shards_are_planned_by_duration(tmp_path):
+    from encodecmae.data.shards import plan_shards, read_file_list, write_file_list
+
+    # longest first to the lightest shard (ties to the lower index): 10 + 2 | 6 + 4 + 1 + 1, 12 each
+    assert plan_shards([10, 6, 4, 2, 1, 1], 2) == [0, 1, 1, 0, 1, 1]
+    assert plan_shards([5, float("nan"), 5, 1], 2) == [0, 1, 0, 1]  # unknown counts as the median (5)
+    with pytest.raises(ValueError, match="3 files cannot fill 4 shards"):
+        plan_shards([1, 2, 3], 4)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i, sec in enumerate([3.0, 1.0, 1.0]):
+        sf.write(src / f"f{i}.wav", np.zeros(int(sec * 24_000), np.float32), 24_000)
+    (src / "bad.flac").write_bytes(b"junk")
+    table = write_file_list(src, tmp_path / "list.tsv", 2)
+    assert table.seconds.isna().sum() == 1
+    assert read_file_list(tmp_path / "list.tsv", 0) == [str(src / "f0.wav")]
+    assert sorted(read_file_list(tmp_path / "list.tsv", 1)) == sorted(str(src / n) for n in
+                                                                       ("bad.flac", "f1.wav", "f2.wav"))
+    with pytest.raises(ValueError, match="shard 2 is outside 0..1"):
+        read_file_list(tmp_path / "list.tsv", 2)
+    (tmp_path / "plain.txt").write_text("a.wav\n")
+    with pytest.raises(ValueError, match="plain.txt: expected the columns"):
+        read_file_list(tmp_path / "plain.txt")
 
 
 def test_targets_must_cover_the_shard(tone_corpus, tmp_path):

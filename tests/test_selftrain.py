@@ -47,16 +47,16 @@ def test_teacher_clusters_student(tone_corpus, tmp_path):
                           metrics=str(tmp_path / "t.csv"), size="debug", steps=10, batch_size=4, lr=1e-3,
                           val_clips=0, num_workers=0, device="cpu", checkpoint_every=100)
     train(teacher)
-    feats = []
-    for s in shards:
-        f = tmp_path / f"{s.name}_feats.npy"
-        arr = dump_features(teacher.out, s, f, n_crops=20, frames_per_crop=5, seed=0, device="cpu")
-        assert arr.shape == (100, 64) and arr.dtype == np.float32
-        feats.append(f)
-    again = dump_features(teacher.out, shards[0], tmp_path / "again.npy", n_crops=20, frames_per_crop=5, seed=0,
-                          device="cpu")
-    assert np.array_equal(again, np.load(feats[0]))
-    info = fit_kmeans(feats, tmp_path / "km.npz", k=8, n_frames=150, seed=0)
+    feats = tmp_path / "feats.npy"
+    arr = dump_features(teacher.out, shards, feats, n_crops=20, frames_per_crop=5, seed=0, device="cpu")
+    assert arr.shape == (100 * len(shards), 64) and arr.dtype == np.float32
+    # one job for all shards: each shard's crops as if alone, in path order whatever the order given
+    one = dump_features(teacher.out, [shards[0]], tmp_path / "one.npy", n_crops=20, frames_per_crop=5, seed=0,
+                        device="cpu")
+    assert np.array_equal(one, arr[:100]) and np.array_equal(
+        dump_features(teacher.out, shards[::-1], tmp_path / "rev.npy", n_crops=20, frames_per_crop=5, seed=0,
+                      device="cpu"), arr)
+    info = fit_kmeans([feats], tmp_path / "km.npz", k=8, n_frames=150, seed=0)
     assert info["n_frames"] == 150
     ids_paths = []
     for s in shards:
@@ -85,3 +85,23 @@ def test_teacher_clusters_student(tone_corpus, tmp_path):
     frames = emb.frames([clip])[0]
     assert frames.shape == (len(clip) // 320, 64) and np.isfinite(frames).all()
     assert np.allclose(emb.scenes([clip])[0], frames.mean(0), atol=1e-6)
+
+
+def test_assignment_reads_the_shard_in_blocks_without_changing_a_label(tone_corpus, tmp_path, debug_checkpoint):
+    """Blocks of 4 s or of the whole shard: the same labels, and the labels of frame-level
+    extraction (each clip's 4-s chunks embedded on their own)."""
+    shards, _ = tone_corpus
+    feats = tmp_path / "feats.npy"
+    dump_features(debug_checkpoint, shards[:1], feats, n_crops=10, frames_per_crop=20, seed=0, device="cpu")
+    fit_kmeans([feats], tmp_path / "km.npz", k=8, n_frames=200, seed=0)
+    small = assign_clusters(debug_checkpoint, tmp_path / "km.npz", shards[0], tmp_path / "a.npy", block_seconds=4)
+    whole = assign_clusters(debug_checkpoint, tmp_path / "km.npz", shards[0], tmp_path / "b.npy", block_seconds=1e6)
+    assert np.array_equal(small, whole) and len(np.unique(small)) > 1
+    shard = Shard.open(shards[0])
+    emb = Embedder(debug_checkpoint, layer=-2)
+    centroids = torch.from_numpy(load_centroids(tmp_path / "km.npz"))
+    for i in range(len(shard)):
+        frames = emb.frames([shard.clip(i)])[0]
+        f0 = int(shard.manifest.offset.iloc[i]) // 320
+        want = nearest_code(torch.from_numpy(frames), centroids).numpy()
+        assert np.array_equal(small[0, f0 : f0 + len(want)], want), i

@@ -20,6 +20,7 @@ import sys
 COMMANDS = {
     "list-audio": "encodecmae.data.shards",
     "resample": "encodecmae.data.shards",
+    "index-files": "encodecmae.data.shards",
     "fit-codebooks": "encodecmae.targets.codebooks",
     "tokenize": "encodecmae.targets.tokenize",
     "estimate-gamma": "encodecmae.targets.gamma",

@@ -29,14 +29,24 @@ def resample(wav: np.ndarray | torch.Tensor, orig_sr: int, target_sr: int = SAMP
     return wav_t.numpy()
 
 
+MAX_CHANNELS = 8  # more is not a recording to mix down (and would cost that many times the memory)
+
+
 def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> np.ndarray:
     """Return the file at ``path`` as float32 mono at ``target_sr`` Hz.
 
-    Raises AudioError naming the file when it cannot be read, is empty, or holds NaN/Inf.
+    Raises AudioError naming the file when it cannot be read (a truncated FLAC, MP3 or Ogg file
+    fails to decode; of a truncated WAV file libsndfile reads the frames that are there), is
+    empty, has more than MAX_CHANNELS channels, or holds NaN/Inf.
     """
     path = Path(path)
     try:
+        info = sf.info(str(path))
+        if info.channels > MAX_CHANNELS:
+            raise AudioError(f"{path}: {info.channels} channels (at most {MAX_CHANNELS} are mixed to mono)")
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError, ...)
         raise AudioError(f"{path}: cannot read audio ({exc})") from exc
     if data.size == 0:

@@ -10,6 +10,14 @@ A shard is a directory holding
 Per-frame targets for a shard (EnCodec tokens or cluster ids) are separate files written by
 later steps: an int16 array [Q, total_samples // 320] in the same frame layout. The manifest
 lists every clip with its length, so batching and cropping need no audio I/O.
+
+Shards are planned by duration: ``list-audio`` measures every file of a source (from its
+header) and deals the files to a fixed number of shards, longest first to the shard with the
+least audio so far, so every shard holds about the same hours whatever the files' lengths (a
+source's shard count comes from the workflow config: its expected hours / ``shard_hours``).
+Files that cannot be used (unreadable, empty, NaN, too short, too many channels) are skipped by
+``resample`` and listed in the shard's ``skipped.csv`` with the reason; the shard fails only
+when more than ``max_bad_fraction`` of its files are bad.
 """
 
 from __future__ import annotations
@@ -22,13 +30,17 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
+import soundfile as sf
 
 from encodecmae import HOP, SAMPLE_RATE
 from encodecmae.data.audio import AudioError, load_audio
 from encodecmae.progress import progress
 
 MANIFEST_COLUMNS = ["clip_id", "source", "offset", "n_samples"]
+LIST_COLUMNS = ["path", "seconds", "shard"]  # list-audio's output (tab-separated)
+SKIPPED_COLUMNS = ["path", "reason"]
 INT16_SCALE = 32767.0
+WRITE_CHUNK_SAMPLES = 1 << 24  # samples copied at a time into audio.npy (32 MiB of int16)
 
 
 @dataclass
@@ -70,47 +82,85 @@ class Shard:
         return np.asarray(self.audio[offset : offset + n_samples], dtype=np.float32) / INT16_SCALE
 
 
-def read_file_list(path: str | Path) -> list[str]:
-    """A file list: one audio path per line; blank lines and '#' comments skipped."""
-    lines = Path(path).read_text().splitlines()
-    return [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+def read_file_list(path: str | Path, shard: int | None = None) -> list[str]:
+    """The files of a ``list-audio`` list (of one shard of it), in list order."""
+    path = Path(path)
+    try:
+        table = pd.read_csv(path, sep="\t", dtype={"path": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ValueError(f"{path}: not a file list written by list-audio ({exc})") from exc
+    if list(table.columns) != LIST_COLUMNS:
+        raise ValueError(f"{path}: expected the columns {LIST_COLUMNS} (a list-audio output), got {list(table.columns)}")
+    if shard is not None:
+        n_shards = int(table["shard"].max()) + 1
+        if not 0 <= shard < n_shards:
+            raise ValueError(f"{path}: shard {shard} is outside 0..{n_shards - 1}")
+        table = table[table["shard"] == shard]
+    return table["path"].tolist()
 
 
-def write_shard(files: Iterable[str | Path], out_dir: str | Path, min_samples: int = HOP) -> pd.DataFrame:
+def write_shard(files: Iterable[str | Path], out_dir: str | Path, min_samples: int = HOP,
+                max_bad_fraction: float = 0.0) -> pd.DataFrame:
     """Resample ``files`` to 24 kHz mono int16 and write them as one shard in ``out_dir``.
 
-    Each clip is trimmed to a whole number of frames (at most 319 samples lost). Clips
-    shorter than ``min_samples`` are skipped and reported. Bad audio raises AudioError naming
-    the file; nothing is written in that case (the shard is written to a temporary name and
-    renamed only when complete).
+    Each clip is trimmed to a whole number of frames (at most 319 samples lost). Files that
+    cannot be used (AudioError: unreadable, empty, NaN, too many channels) and clips shorter
+    than ``min_samples`` are skipped, printed, and listed in ``skipped.csv`` with the reason;
+    when more than ``max_bad_fraction`` of the files are bad, AudioError names them and nothing
+    is written. Memory holds one file at a time: clips are appended to a scratch file as they
+    come, and the shard is written to a temporary name and renamed only when complete.
     """
     out_dir = Path(out_dir)
     files = [str(f) for f in files]
-    chunks: list[np.ndarray] = []
-    rows = []
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    if tmp.exists():
+        import shutil
+
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    rows, skipped = [], []
     offset = 0
-    for f in progress(files, f"resample {out_dir.name}", unit="file"):
-        wav = load_audio(f, SAMPLE_RATE)
-        n = (len(wav) // HOP) * HOP
-        if n < max(min_samples, HOP):
-            print(f"skipping {f}: {len(wav)} samples at 24 kHz is shorter than {max(min_samples, HOP)}")
-            continue
-        peak = float(np.abs(wav[:n]).max())
-        if peak > 1.0:  # keep the waveform's shape; int16 cannot hold it otherwise
-            wav = wav / peak
-        chunks.append(np.round(np.clip(wav[:n], -1.0, 1.0) * INT16_SCALE).astype(np.int16))
-        rows.append({"clip_id": Path(f).stem, "source": f, "offset": offset, "n_samples": n})
-        offset += n
-    if not rows:
-        raise AudioError(f"{out_dir}: none of the {len(files)} files gave a usable clip")
+    with open(tmp / "audio.raw", "wb") as raw:
+        for f in progress(files, f"resample {out_dir.name}", unit="file"):
+            try:
+                wav = load_audio(f, SAMPLE_RATE)
+            except AudioError as exc:
+                print(f"skipping {exc}", flush=True)
+                skipped.append({"path": f, "reason": str(exc).removeprefix(f"{f}: ")})
+                continue
+            n = (len(wav) // HOP) * HOP
+            if n < max(min_samples, HOP):
+                print(f"skipping {f}: {len(wav)} samples at 24 kHz is shorter than {max(min_samples, HOP)}", flush=True)
+                skipped.append({"path": f, "reason": f"too short ({len(wav)} samples at 24 kHz)"})
+                continue
+            peak = float(np.abs(wav[:n]).max())
+            if peak > 1.0:  # keep the waveform's shape; int16 cannot hold it otherwise
+                wav = wav / peak
+            raw.write(np.round(np.clip(wav[:n], -1.0, 1.0) * INT16_SCALE).astype("<i2").tobytes())
+            rows.append({"clip_id": Path(f).stem, "source": f, "offset": offset, "n_samples": n})
+            offset += n
+    bad = len(skipped)
+    if not rows or bad > max_bad_fraction * len(files):
+        import shutil
+
+        shutil.rmtree(tmp)
+        listing = "; ".join(f"{x['path']}: {x['reason']}" for x in skipped[:5]) + (" ..." if bad > 5 else "")
+        raise AudioError(f"{out_dir}: {bad} of {len(files)} files are bad (more than max_bad_fraction="
+                         f"{max_bad_fraction}): {listing}")
     manifest = pd.DataFrame(rows, columns=MANIFEST_COLUMNS)
     dup = manifest.clip_id[manifest.clip_id.duplicated()]
     if len(dup):  # ids must be unique inside a shard; disambiguate by position
         manifest["clip_id"] = [f"{cid}-{i}" for i, cid in enumerate(manifest.clip_id)]
-    tmp = out_dir.with_name(out_dir.name + ".partial")
-    tmp.mkdir(parents=True, exist_ok=True)
-    np.save(tmp / "audio.npy", np.concatenate(chunks))
+    # the scratch file becomes audio.npy, copied a chunk at a time
+    src = np.memmap(tmp / "audio.raw", dtype="<i2", mode="r", shape=(offset,))
+    dst = np.lib.format.open_memmap(tmp / "audio.npy", mode="w+", dtype=np.int16, shape=(offset,))
+    for i in range(0, offset, WRITE_CHUNK_SAMPLES):
+        dst[i : i + WRITE_CHUNK_SAMPLES] = src[i : i + WRITE_CHUNK_SAMPLES]
+    dst.flush()
+    del src, dst
+    (tmp / "audio.raw").unlink()
     manifest.to_csv(tmp / "manifest.csv", index=False, quoting=csv.QUOTE_MINIMAL)
+    pd.DataFrame(skipped, columns=SKIPPED_COLUMNS).to_csv(tmp / "skipped.csv", index=False)
     if out_dir.exists():
         import shutil
 
@@ -158,40 +208,98 @@ def list_audio(source_dir: str | Path) -> list[str]:
     return files
 
 
-def shard_files(files: list[str], n_shards: int, index: int) -> list[str]:
-    """Files of shard ``index`` of ``n_shards``: round-robin, so long and short files (often
-    grouped by name) spread across shards."""
-    if not 0 <= index < n_shards:
-        raise ValueError(f"shard index {index} is outside 0..{n_shards - 1}")
-    if len(files) < n_shards:
-        raise ValueError(f"{len(files)} files cannot fill {n_shards} shards")
-    return files[index::n_shards]
+def audio_seconds(path: str | Path) -> float:
+    """Duration from the file's header (NaN when it cannot be read: resample will skip the file)."""
+    try:
+        info = sf.info(str(path))
+        return info.frames / info.samplerate if info.samplerate else float("nan")
+    except Exception:  # soundfile raises several types
+        return float("nan")
+
+
+def plan_shards(seconds: list[float], n_shards: int) -> list[int]:
+    """The shard of each file: longest first, each to the shard with the least audio so far
+    (ties to the lowest index), so shards hold about equal hours. Unknown durations count as
+    the median one."""
+    import heapq
+
+    if n_shards < 1:
+        raise ValueError(f"n_shards must be at least 1, got {n_shards}")
+    if len(seconds) < n_shards:
+        raise ValueError(f"{len(seconds)} files cannot fill {n_shards} shards")
+    dur = np.asarray(seconds, dtype=np.float64)
+    known = dur[np.isfinite(dur)]
+    dur = np.where(np.isfinite(dur), dur, np.median(known) if len(known) else 1.0)
+    order = np.argsort(-dur, kind="stable")
+    heap = [(0.0, i) for i in range(n_shards)]
+    shard = np.zeros(len(dur), dtype=np.int64)
+    for j in order:
+        load, i = heapq.heappop(heap)
+        shard[j] = i
+        heapq.heappush(heap, (load + float(dur[j]), i))
+    return shard.tolist()
+
+
+def write_file_list(source_dir: str | Path, out: str | Path, n_shards: int) -> pd.DataFrame:
+    """List a source's audio with durations and shard plan (tab-separated ``LIST_COLUMNS``)."""
+    files = list_audio(source_dir)
+    seconds = [audio_seconds(f) for f in progress(files, f"list {Path(source_dir).name}", unit="file")]
+    table = pd.DataFrame({"path": files, "seconds": np.round(seconds, 3), "shard": plan_shards(seconds, n_shards)})
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, sep="\t", index=False)
+    hours = table.groupby("shard")["seconds"].sum() / 3600
+    unreadable = int(table["seconds"].isna().sum())
+    print(f"{source_dir}: {len(files)} audio files, {table['seconds'].sum() / 3600:.2f} h "
+          f"({unreadable} unreadable headers) in {n_shards} shards of {hours.min():.2f}-{hours.max():.2f} h", flush=True)
+    return table
+
+
+def write_index(files: list[str | Path], out: str | Path) -> pd.DataFrame:
+    """An index of per-shard files (path and size, tab-separated), which the workflow's jobs that
+    read every shard of a source depend on instead of each file (a few edges, not thousands)."""
+    missing = [str(f) for f in files if not Path(f).exists()]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} indexed file(s) missing: {', '.join(missing[:5])}")
+    table = pd.DataFrame({"path": [str(f) for f in files], "bytes": [Path(f).stat().st_size for f in files]})
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out, sep="\t", index=False)
+    print(f"{out}: {len(table)} files, {table.bytes.sum() / 2**20:.1f} MiB", flush=True)
+    return table
 
 
 def register(sub) -> None:
-    p = sub.add_parser("list-audio", help="list the audio files under a directory, sorted")
+    p = sub.add_parser("list-audio", help="list a source's audio files with durations, planned into shards")
     p.add_argument("--source-dir", required=True)
-    p.add_argument("--out", required=True, help="text file: one path per line")
+    p.add_argument("--n-shards", type=int, required=True, help="shards to deal the files to (by duration)")
+    p.add_argument("--out", required=True, help="tab-separated list: path, seconds, shard")
     p.set_defaults(func=cmd_list_audio)
 
-    p = sub.add_parser("resample", help="resample (a shard of) a list of audio files to one 24-kHz mono shard")
-    p.add_argument("--file-list", required=True, help="text file: one audio path per line")
-    p.add_argument("--n-shards", type=int, default=1, help="the list is split round-robin into this many shards")
-    p.add_argument("--shard", type=int, default=0, help="which of them to write")
+    p = sub.add_parser("index-files", help="index per-shard files (path, size) for the jobs that read them all")
+    p.add_argument("--files", nargs="+", required=True)
+    p.add_argument("--out", required=True, help="tab-separated: path, bytes")
+    p.set_defaults(func=cmd_index_files)
+
+    p = sub.add_parser("resample", help="resample one shard of a list-audio list to one 24-kHz mono shard")
+    p.add_argument("--file-list", required=True, help="list-audio output")
+    p.add_argument("--shard", type=int, default=0, help="which shard of the list to write")
     p.add_argument("--out", required=True, help="shard directory to write")
     p.add_argument("--min-seconds", type=float, default=HOP / SAMPLE_RATE,
                    help="skip clips shorter than this (default: one frame)")
+    p.add_argument("--max-bad-fraction", type=float, default=0.0,
+                   help="fail when more than this fraction of the shard's files cannot be used (default: any)")
     p.set_defaults(func=cmd_resample)
 
 
+def cmd_index_files(args: argparse.Namespace) -> None:
+    write_index(args.files, args.out)
+
+
 def cmd_list_audio(args: argparse.Namespace) -> None:
-    files = list_audio(args.source_dir)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text("".join(f + "\n" for f in files))
-    print(f"{args.source_dir}: {len(files)} audio files")
+    write_file_list(args.source_dir, args.out, args.n_shards)
 
 
 def cmd_resample(args: argparse.Namespace) -> None:
-    files = shard_files(read_file_list(args.file_list), args.n_shards, args.shard)
-    m = write_shard(files, args.out, min_samples=int(args.min_seconds * SAMPLE_RATE))
+    files = read_file_list(args.file_list, args.shard)
+    m = write_shard(files, args.out, min_samples=int(args.min_seconds * SAMPLE_RATE),
+                    max_bad_fraction=args.max_bad_fraction)
     print(f"{args.out}: {len(m)} clips, {m.n_samples.sum() / SAMPLE_RATE / 60:.1f} min")

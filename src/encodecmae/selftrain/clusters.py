@@ -1,11 +1,12 @@
 """Self-training targets, in three steps (three workflow rules), as the HuBERT recipe:
 
-1. ``dump-features`` (per shard): teacher activations of the last encoder layer, before the
-   final ResiDual output norm, for a seeded sample of 4-s crops (``frames_per_crop`` random
-   frames of each crop);
+1. ``dump-features`` (one job per teacher): teacher activations of the last encoder layer,
+   before the final ResiDual output norm, for a seeded sample of 4-s crops of every shard
+   (``frames_per_crop`` random frames of each crop);
 2. ``fit-kmeans``: k-means (k=1024) on a seeded sample of 10,000 of those frames;
 3. ``assign-clusters`` (per shard): the teacher labels every frame of every 4-s chunk of the
-   shard with its nearest centroid, in the shard frame layout of the EnCodec tokens.
+   shard with its nearest centroid, in the shard frame layout of the EnCodec tokens, reading
+   the shard a block of chunks at a time (memory does not grow with the shard or its clips).
 
 The student then trains from the teacher checkpoint with a new 1-stream head and gamma = [1]
 (``encodecmae train --init-from TEACHER --reset-head --n-streams 1 --gamma 1``). The large
@@ -23,10 +24,10 @@ import torch
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-from encodecmae import CROP_SAMPLES, HOP
+from encodecmae import CROP_SAMPLES, HOP, SAMPLE_RATE
 from encodecmae.training.checkpoints import load_model
 from encodecmae.device import resolve_device
-from encodecmae.evaluation.embed import embed_clips
+from encodecmae.evaluation.embed import chunk_bounds, embed_clips
 from encodecmae.progress import progress
 from encodecmae.data.shards import Shard, save_targets
 from encodecmae.targets.codec import nearest_code
@@ -36,11 +37,26 @@ TEACHER_LAYER = -2  # last block, before the final ResiDual output norm
 KMEANS_THREADS = 1
 
 
-def dump_features(checkpoint: str | Path, shard_dir: str | Path, out: str | Path, n_crops: int,
+def dump_features(checkpoint: str | Path, shard_dirs: list[str | Path], out: str | Path, n_crops: int,
                   frames_per_crop: int = 1, seed: int = 0, batch_size: int = 16, device: str = "cpu") -> np.ndarray:
-    """Teacher frames from ``n_crops`` seeded random 4-s crops of one shard -> [n, D] float32 .npy."""
+    """Teacher frames from ``n_crops`` seeded random 4-s crops of each shard -> [n, D] float32 .npy
+    (shards in path order, so the file does not depend on the order they are given in)."""
     dev = resolve_device(device)
     model = load_model(checkpoint, dev)
+    dirs = sorted(map(str, shard_dirs))
+    arr = np.concatenate([shard_features(model, d, n_crops, frames_per_crop, seed, batch_size, dev)
+                          for d in progress(dirs, "dump-features", unit="shard")])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".partial.npy")
+    np.save(tmp, arr)
+    tmp.rename(out)
+    return arr
+
+
+def shard_features(model, shard_dir: str | Path, n_crops: int, frames_per_crop: int, seed: int, batch_size: int,
+                   dev: torch.device) -> np.ndarray:
+    """Teacher frames of ``n_crops`` seeded random 4-s crops of one shard: [n, D] float32."""
     shard = Shard.open(shard_dir)
     # Seed from (seed, shard name) so shards sample independently but reproducibly.
     rng = np.random.default_rng([seed, *Path(shard_dir).name.encode()])
@@ -52,13 +68,9 @@ def dump_features(checkpoint: str | Path, shard_dir: str | Path, out: str | Path
         n = int(lens[i])
         start = int(rng.integers(0, max(0, (n - CROP_SAMPLES) // HOP) + 1)) * HOP
         crops.append(shard.segment(int(shard.manifest.offset.iloc[i]) + start, min(CROP_SAMPLES, n - start)))
-    feats = embed_clips(model, crops, TEACHER_LAYER, batch_size, dev, progress=True)
+    feats = embed_clips(model, crops, TEACHER_LAYER, batch_size, dev)
     picked = [f[rng.choice(len(f), size=min(frames_per_crop, len(f)), replace=False)] for f in feats]
-    arr = np.concatenate(picked).astype(np.float32)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, arr)
-    return arr
+    return np.concatenate(picked).astype(np.float32)
 
 
 def fit_kmeans(feature_files: list[str | Path], out: str | Path, k: int = 1024, n_frames: int = 10_000,
@@ -99,32 +111,37 @@ def load_centroids(path: str | Path) -> np.ndarray:
 
 
 def assign_clusters(checkpoint: str | Path, kmeans: str | Path, shard_dir: str | Path, out: str | Path,
-                    batch_size: int = 16, device: str = "cpu", clips_per_block: int = 256) -> np.ndarray:
-    """Cluster id of every frame of a shard -> int16 [1, n_frames] in the shard frame layout."""
+                    batch_size: int = 16, device: str = "cpu", block_seconds: float = 600.0) -> np.ndarray:
+    """Cluster id of every frame of a shard -> int16 [1, n_frames] in the shard frame layout.
+
+    The shard is read as its clips' 4-s chunks (each embedded on its own, as extraction does),
+    ``block_seconds`` of audio at a time, so memory holds one block's activations whatever the
+    length of the shard or of a clip (an hour-long audiobook is 900 chunks like any others).
+    """
     dev = resolve_device(device)
     model = load_model(checkpoint, dev)
     centroids = torch.from_numpy(load_centroids(kmeans)).to(dev)
     shard = Shard.open(shard_dir)
     ids = np.zeros((1, shard.n_frames), np.int16)
-    m = shard.manifest
-    for b0 in progress(range(0, len(m), clips_per_block), f"assign {Path(shard_dir).name}", unit="block"):
-        rows = m.iloc[b0 : b0 + clips_per_block]
-        clips = [shard.segment(int(r.offset), int(r.n_samples)) for r in rows.itertuples()]
-        feats = embed_clips(model, clips, TEACHER_LAYER, batch_size, dev)
-        for r, f in zip(rows.itertuples(), feats):
+    chunks = [(int(o) + s, e - s) for o, n in zip(shard.manifest.offset, shard.manifest.n_samples)
+              for s, e in chunk_bounds(int(n))]  # (shard offset, samples), 4 s at most
+    per_block = max(1, int(block_seconds * SAMPLE_RATE) // CROP_SAMPLES)
+    for b0 in progress(range(0, len(chunks), per_block), f"assign {Path(shard_dir).name}", unit="block"):
+        block = chunks[b0 : b0 + per_block]
+        feats = embed_clips(model, [shard.segment(o, n) for o, n in block], TEACHER_LAYER, batch_size, dev)
+        for (o, _), f in zip(block, feats):
             lab = nearest_code(torch.from_numpy(f).to(dev), centroids).cpu().numpy()  # exact, float64
-            f0 = int(r.offset) // HOP
-            ids[0, f0 : f0 + len(lab)] = lab
+            ids[0, o // HOP : o // HOP + len(lab)] = lab
     save_targets(out, ids)
     return ids
 
 
 def register(sub) -> None:
-    p = sub.add_parser("dump-features", help="teacher activations of seeded 4-s crops of one shard")
+    p = sub.add_parser("dump-features", help="teacher activations of seeded 4-s crops of every shard")
     p.add_argument("--checkpoint", required=True, help="teacher checkpoint")
-    p.add_argument("--shard", required=True)
+    p.add_argument("--shards", nargs="+", required=True, help="shard directories")
     p.add_argument("--out", required=True, help=".npy [n, D]")
-    p.add_argument("--crops-per-shard", type=int, required=True, help="crops from this shard")
+    p.add_argument("--crops-per-shard", type=int, required=True, help="crops from each shard")
     p.add_argument("--frames-per-crop", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
@@ -151,7 +168,7 @@ def register(sub) -> None:
 
 
 def cmd_dump_features(args: argparse.Namespace) -> None:
-    dump_features(args.checkpoint, args.shard, args.out, n_crops=args.crops_per_shard,
+    dump_features(args.checkpoint, args.shards, args.out, n_crops=args.crops_per_shard,
                   frames_per_crop=args.frames_per_crop, seed=args.seed, batch_size=args.batch_size, device=args.device)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 
 from encodecmae.model.config import SIZES
@@ -145,6 +146,20 @@ def _released_row(row: dict, where: str, released: dict) -> Experiment:
     return Experiment(name=row["name"], label=row.get("label", row["name"]), input="mel256", size=size, arch={},
                       sources=[], steps=0, teacher=None, init=None, paper_line=row.get("paper_line"),
                       released=name)
+
+
+def source_shards(corpus: dict) -> dict[str, int]:
+    """Shards per corpus source: its ``n_shards``, or its expected ``hours`` / ``shard_hours``
+    rounded up (the shard plan deals the files that are really there to that many shards)."""
+    out = {}
+    for name, src in corpus["sources"].items():
+        if src.get("n_shards"):
+            out[name] = int(src["n_shards"])
+        elif src.get("hours"):
+            out[name] = max(1, math.ceil(float(src["hours"]) / float(corpus.get("shard_hours", 6.0))))
+        else:
+            raise ConfigError(f"corpus.sources.{name}: give n_shards or hours (the expected duration)")
+    return out
 
 
 def train_args(params: dict) -> str:
