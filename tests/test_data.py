@@ -143,3 +143,33 @@ def test_validation_clips_are_held_out_and_long_clips_are_visited_more(tone_corp
         assert w.loc[480_000] == pytest.approx(5 * w[w.index < 192_000].min())
     vb = list(corpus.val_batches(2, seed=0))
     assert sum(len(b.lengths) for b in vb) == 3
+
+
+@pytest.mark.parametrize("sr,channels,seconds,block", [(44_100, 2, 7.3, 0.5), (16_000, 1, 5.01, 1.0),
+                                                        (48_000, 1, 3.0, 0.25), (24_000, 1, 2.5, 1.0),
+                                                        (22_050, 3, 4.0, 0.3), (8_000, 1, 0.01, 1.0)])
+def test_streamed_resampling_equals_the_whole_file(tmp_path, sr, channels, seconds, block):
+    from encodecmae.data.audio import stream_audio
+
+    x = (0.1 * np.random.default_rng(0).standard_normal((int(sr * seconds), channels))).astype(np.float32)
+    sf.write(tmp_path / "x.wav", x, sr, subtype="FLOAT")
+    blocks = list(stream_audio(tmp_path / "x.wav", block_seconds=block))
+    assert len(blocks) >= min(3, int(seconds / block))  # really in blocks
+    np.testing.assert_allclose(np.concatenate(blocks), load_audio(tmp_path / "x.wav"), atol=1e-6)
+
+
+def test_a_long_file_goes_through_a_scratch_file_with_the_same_shard(tmp_path, monkeypatch):
+    from encodecmae.data import shards
+
+    t = np.arange(int(44_100 * 6.5)) / 44_100
+    sf.write(tmp_path / "long.wav", (1.5 * np.sin(2 * np.pi * 330 * t)).astype(np.float32), 44_100, subtype="FLOAT")
+    sf.write(tmp_path / "short.wav", 0.2 * np.ones(12_000, np.float32), 24_000)
+    files = [tmp_path / "short.wav", tmp_path / "long.wav"]
+    write_shard(files, tmp_path / "a")
+    monkeypatch.setattr(shards._Resampled, "SPILL_SAMPLES", 24_000)  # spill after 1 s
+    monkeypatch.setattr(shards, "WRITE_CHUNK_SAMPLES", 7_000)
+    write_shard(files, tmp_path / "b")
+    a, b = Shard.open(tmp_path / "a"), Shard.open(tmp_path / "b")
+    assert a.manifest.equals(b.manifest) and np.array_equal(np.asarray(a.audio), np.asarray(b.audio))
+    assert abs(np.abs(a.clip(1)).max() - 1.0) < 1e-3  # a peak of 1.5 scaled to full range, not clipped
+    assert not list((tmp_path / "b").glob("*.f32")) and not list((tmp_path / "b").glob("*.raw"))

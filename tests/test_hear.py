@@ -73,3 +73,19 @@ def test_numpy_audio_gives_the_same_torch_tensors(model):
     assert torch.allclose(hear.get_scene_embeddings(audio.astype(np.float32), model), ref_scene, atol=1e-5)
     with pytest.raises(ValueError, match=r"audio\[None\]"):
         hear.get_scene_embeddings(audio[0], model)
+
+
+def test_embed_task_reads_a_split_in_blocks_with_the_same_result(tmp_path, debug_checkpoint, monkeypatch):
+    from test_provenance import write_audio_task
+
+    from encodecmae.evaluation import embed
+
+    task = write_audio_task(tmp_path / "task")
+    embed.embed_task(debug_checkpoint, task, tmp_path / "whole.npz")
+    monkeypatch.setattr(embed, "BLOCK_FILES", 4)  # 6 clips per split: blocks of 4 and 2
+    embed.embed_task(debug_checkpoint, task, tmp_path / "blocks.npz")
+    a, b = np.load(tmp_path / "whole.npz"), np.load(tmp_path / "blocks.npz")
+    for split in ("train", "valid", "test"):
+        assert a[f"emb_{split}"].shape == (6, 64)
+        np.testing.assert_allclose(b[f"emb_{split}"], a[f"emb_{split}"], atol=1e-6)
+        assert a[f"files_{split}"].tolist() == b[f"files_{split}"].tolist()

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import mmap
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -33,7 +35,7 @@ import pandas as pd
 import soundfile as sf
 
 from encodecmae import HOP, SAMPLE_RATE
-from encodecmae.data.audio import AudioError, load_audio
+from encodecmae.data.audio import AudioError, stream_audio
 from encodecmae.progress import progress
 
 MANIFEST_COLUMNS = ["clip_id", "source", "offset", "n_samples"]
@@ -81,6 +83,14 @@ class Shard:
     def segment(self, offset: int, n_samples: int) -> np.ndarray:
         return np.asarray(self.audio[offset : offset + n_samples], dtype=np.float32) / INT16_SCALE
 
+    def release(self) -> None:
+        """Drop the audio pages read so far from this process's resident memory (they stay in
+        the page cache): jobs that read a shard once, in order, call it after each block so
+        that their memory does not grow with the shard."""
+        mapped = getattr(self.audio, "_mmap", None)
+        if mapped is not None and hasattr(mapped, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+            mapped.madvise(mmap.MADV_DONTNEED)
+
 
 def read_file_list(path: str | Path, shard: int | None = None) -> list[str]:
     """The files of a ``list-audio`` list (of one shard of it), in list order."""
@@ -107,15 +117,14 @@ def write_shard(files: Iterable[str | Path], out_dir: str | Path, min_samples: i
     cannot be used (AudioError: unreadable, empty, NaN, too many channels) and clips shorter
     than ``min_samples`` are skipped, printed, and listed in ``skipped.csv`` with the reason;
     when more than ``max_bad_fraction`` of the files are bad, AudioError names them and nothing
-    is written. Memory holds one file at a time: clips are appended to a scratch file as they
-    come, and the shard is written to a temporary name and renamed only when complete.
+    is written. Memory does not grow with the shard or a file: files are read and resampled a
+    block at a time (a long one through a scratch file), clips are appended to a scratch file
+    as they come, and the shard is written to a temporary name and renamed only when complete.
     """
     out_dir = Path(out_dir)
     files = [str(f) for f in files]
     tmp = out_dir.with_name(out_dir.name + ".partial")
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     rows, skipped = [], []
@@ -123,26 +132,25 @@ def write_shard(files: Iterable[str | Path], out_dir: str | Path, min_samples: i
     with open(tmp / "audio.raw", "wb") as raw:
         for f in progress(files, f"resample {out_dir.name}", unit="file"):
             try:
-                wav = load_audio(f, SAMPLE_RATE)
+                wav = _Resampled(f, tmp / "file.f32")
             except AudioError as exc:
                 print(f"skipping {exc}", flush=True)
                 skipped.append({"path": f, "reason": str(exc).removeprefix(f"{f}: ")})
                 continue
-            n = (len(wav) // HOP) * HOP
+            n = (wav.n // HOP) * HOP
             if n < max(min_samples, HOP):
-                print(f"skipping {f}: {len(wav)} samples at 24 kHz is shorter than {max(min_samples, HOP)}", flush=True)
-                skipped.append({"path": f, "reason": f"too short ({len(wav)} samples at 24 kHz)"})
+                print(f"skipping {f}: {wav.n} samples at 24 kHz is shorter than {max(min_samples, HOP)}", flush=True)
+                skipped.append({"path": f, "reason": f"too short ({wav.n} samples at 24 kHz)"})
                 continue
-            peak = float(np.abs(wav[:n]).max())
-            if peak > 1.0:  # keep the waveform's shape; int16 cannot hold it otherwise
-                wav = wav / peak
-            raw.write(np.round(np.clip(wav[:n], -1.0, 1.0) * INT16_SCALE).astype("<i2").tobytes())
+            scale = 1.0 / wav.peak if wav.peak > 1.0 else 1.0  # keep the shape; int16 cannot hold it otherwise
+            for chunk in wav.chunks(n):
+                raw.write(np.round(np.clip(chunk * scale if scale != 1.0 else chunk, -1.0, 1.0)
+                                   * INT16_SCALE).astype("<i2").tobytes())
             rows.append({"clip_id": Path(f).stem, "source": f, "offset": offset, "n_samples": n})
             offset += n
+    (tmp / "file.f32").unlink(missing_ok=True)
     bad = len(skipped)
     if not rows or bad > max_bad_fraction * len(files):
-        import shutil
-
         shutil.rmtree(tmp)
         listing = "; ".join(f"{x['path']}: {x['reason']}" for x in skipped[:5]) + (" ..." if bad > 5 else "")
         raise AudioError(f"{out_dir}: {bad} of {len(files)} files are bad (more than max_bad_fraction="
@@ -151,22 +159,58 @@ def write_shard(files: Iterable[str | Path], out_dir: str | Path, min_samples: i
     dup = manifest.clip_id[manifest.clip_id.duplicated()]
     if len(dup):  # ids must be unique inside a shard; disambiguate by position
         manifest["clip_id"] = [f"{cid}-{i}" for i, cid in enumerate(manifest.clip_id)]
-    # the scratch file becomes audio.npy, copied a chunk at a time
-    src = np.memmap(tmp / "audio.raw", dtype="<i2", mode="r", shape=(offset,))
-    dst = np.lib.format.open_memmap(tmp / "audio.npy", mode="w+", dtype=np.int16, shape=(offset,))
-    for i in range(0, offset, WRITE_CHUNK_SAMPLES):
-        dst[i : i + WRITE_CHUNK_SAMPLES] = src[i : i + WRITE_CHUNK_SAMPLES]
-    dst.flush()
-    del src, dst
+    # the scratch file becomes audio.npy: a header, then its bytes copied through a bounded buffer
+    # (file reads, not a memory map, whose pages would count in the job's resident memory)
+    with open(tmp / "audio.npy", "wb") as dst, open(tmp / "audio.raw", "rb") as src:
+        np.lib.format.write_array_header_1_0(dst, {"descr": "<i2", "fortran_order": False, "shape": (offset,)})
+        shutil.copyfileobj(src, dst, 2 * WRITE_CHUNK_SAMPLES)
     (tmp / "audio.raw").unlink()
     manifest.to_csv(tmp / "manifest.csv", index=False, quoting=csv.QUOTE_MINIMAL)
     pd.DataFrame(skipped, columns=SKIPPED_COLUMNS).to_csv(tmp / "skipped.csv", index=False)
     if out_dir.exists():
-        import shutil
-
         shutil.rmtree(out_dir)
     tmp.rename(out_dir)
     return manifest
+
+
+class _Resampled:
+    """One file resampled to 24 kHz mono, read block by block (``stream_audio``): kept in memory
+    up to ``SPILL_SAMPLES``, beyond that in a float32 scratch file, so that its peak is known
+    before it is written as int16 and memory does not grow with the file."""
+
+    SPILL_SAMPLES = 1 << 24  # 11.6 min at 24 kHz, 64 MiB of float32
+
+    def __init__(self, path: str, scratch: Path):
+        self.blocks: list[np.ndarray] = []
+        self.scratch, self.spilled, self.n, self.peak = scratch, False, 0, 0.0
+        out = None
+        try:
+            for block in stream_audio(path, SAMPLE_RATE):
+                self.n += len(block)
+                self.peak = max(self.peak, float(np.abs(block).max(initial=0.0)))
+                if out is None and self.n > self.SPILL_SAMPLES:
+                    out = open(scratch, "wb")
+                    self.spilled = True
+                    for b in self.blocks:
+                        out.write(b.astype("<f4").tobytes())
+                    self.blocks = []
+                if out is None:
+                    self.blocks.append(block)
+                else:
+                    out.write(block.astype("<f4").tobytes())
+        finally:
+            if out is not None:
+                out.close()
+
+    def chunks(self, n: int):
+        """The first ``n`` samples, a bounded chunk at a time."""
+        if not self.spilled:
+            wav = np.concatenate(self.blocks) if self.blocks else np.zeros(0, np.float32)
+            yield wav[:n]
+            return
+        with open(self.scratch, "rb") as f:
+            for i in range(0, n, WRITE_CHUNK_SAMPLES):
+                yield np.fromfile(f, dtype="<f4", count=min(WRITE_CHUNK_SAMPLES, n - i))
 
 
 def save_targets(path: str | Path, targets: np.ndarray) -> None:

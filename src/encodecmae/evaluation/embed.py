@@ -7,6 +7,9 @@ batches of equal length, so a task of many short clips and a single long file ar
 batched.
 
 Frame t of a 24-kHz signal is centred at sample 320 t + 160, i.e. at (320 t + 160) / 24 ms.
+
+A task split is read ``BLOCK_FILES`` clips at a time and only its scene embeddings are kept, so
+memory does not grow with the split (FSD50K's training split included).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ from encodecmae.evaluation.tasks import (
 from encodecmae.model.transformer import EncodecMAE
 from encodecmae.progress import Progress
 from encodecmae.training.checkpoints import load_model
+
+
+BLOCK_FILES = 256  # clips of a task split loaded and embedded at a time
 
 
 def frame_times_ms(n: int) -> np.ndarray:
@@ -116,8 +122,14 @@ def embed_task(checkpoint: str | Path, task_dir: str | Path, out: str | Path, la
     arrays = {"provenance": provenance.to_npz_value(provenance.embedding_provenance(checkpoint, task_dir, layer))}
     for split in splits:
         files = split_files(task_dir, split)
-        clips = [load_audio(clip_path(task_dir, sr, split, f), sr) for f in files]
-        arrays[f"emb_{split}"] = emb.scenes(clips, sr, progress=True)
+        bar = Progress(f"embed {split}", total=len(files), unit="file")
+        parts = []
+        for b0 in range(0, len(files), BLOCK_FILES):  # memory holds one block's audio, not the split's
+            block = files[b0 : b0 + BLOCK_FILES]
+            parts.append(emb.scenes([load_audio(clip_path(task_dir, sr, split, f), sr) for f in block], sr))
+            bar.update(len(block))
+        bar.close()
+        arrays[f"emb_{split}"] = np.concatenate(parts) if parts else np.zeros((0, emb.model.cfg.d_model), np.float32)
         arrays[f"files_{split}"] = np.array(files)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial.npz")
@@ -134,9 +146,9 @@ def embed_files(checkpoint: str | Path, files: list[str | Path], out_dir: str | 
     emb = Embedder(checkpoint, device, layer, batch_size)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    clips = [load_audio(f) for f in files]
     written = []
-    for f, frames in zip(files, emb.frames(clips, progress=True)):
+    for f in files:  # one file in memory at a time
+        frames = emb.frames([load_audio(f)])[0]
         dest = out_dir / (Path(f).stem + ".npz")
         np.savez(dest, frames=frames, scene=frames.mean(0), timestamps_ms=frame_times_ms(len(frames)))
         say(f"{f} -> {dest} ({len(frames)} frames x {frames.shape[1]})")

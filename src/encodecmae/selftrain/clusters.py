@@ -132,6 +132,7 @@ def assign_clusters(checkpoint: str | Path, kmeans: str | Path, shard_dir: str |
         for (o, _), f in zip(block, feats):
             lab = nearest_code(torch.from_numpy(f).to(dev), centroids).cpu().numpy()  # exact, float64
             ids[0, o // HOP : o // HOP + len(lab)] = lab
+        shard.release()
     save_targets(out, ids)
     return ids
 

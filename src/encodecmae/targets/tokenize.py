@@ -11,19 +11,20 @@ import numpy as np
 from encodecmae import HOP, SAMPLE_RATE
 from encodecmae.data.shards import Shard, save_targets
 from encodecmae.targets.codec import N_Q, EncodecTokenizer, map_batched
+from encodecmae.progress import Progress
 from encodecmae.targets.gamma import codebook_usage
 
 
 def tokenize_shard(shard_dir: str | Path, checkpoint: str | Path | None, out_path: str | Path,
                    n_q: int = N_Q, batch_size: int = 16, chunk_seconds: float = 10.0,
-                   device: str = "cpu") -> np.ndarray:
+                   device: str = "cpu", block_seconds: float = 600.0) -> np.ndarray:
     """Write the EnCodec tokens of every clip of a shard as int16 [n_q, shard.n_frames].
 
     Clips are whole multiples of 320 samples, so clip frame t is shard frame offset // 320 + t
     and each clip gets exactly n_samples // 320 token frames. Long clips are cut into
     ``chunk_seconds`` chunks (a multiple of 320 samples), each tokenised on its own (the codec
     restarts at every chunk boundary, as it does at the start of a 4-s training crop); chunks of
-    equal length are batched.
+    equal length are batched, ``block_seconds`` of audio at a time.
     """
     chunk = chunk_seconds * SAMPLE_RATE
     if chunk <= 0 or chunk != int(chunk) or int(chunk) % HOP:
@@ -37,12 +38,18 @@ def tokenize_shard(shard_dir: str | Path, checkpoint: str | Path | None, out_pat
         if off % HOP or n % HOP:
             raise ValueError(f"{shard.path}: clip at offset {off} with {n} samples is off the {HOP}-sample grid")
         starts += [(off + s, min(chunk, n - s)) for s in range(0, n, chunk)]
-    segments = [shard.audio[o : o + n] for o, n in starts]  # int16 memmap views
-    tokens = map_batched(tokenizer.tokenize, segments, batch_size, device, desc=f"tokenize {shard.path.name}")
     targets = np.zeros((n_q, shard.n_frames), dtype=np.int16)
-    for (o, n), tok in zip(starts, tokens):
-        assert tok.shape == (n_q, n // HOP), tok.shape
-        targets[:, o // HOP : o // HOP + n // HOP] = tok.numpy()
+    per_block = max(1, int(block_seconds * SAMPLE_RATE) // chunk)
+    bar = Progress(f"tokenize {shard.path.name}", total=len(starts), unit="chunk")
+    for b0 in range(0, len(starts), per_block):  # memory holds one block of chunks, not the shard
+        block = starts[b0 : b0 + per_block]
+        segments = [shard.audio[o : o + n] for o, n in block]  # int16 memmap views
+        for (o, n), tok in zip(block, map_batched(tokenizer.tokenize, segments, batch_size, device)):
+            assert tok.shape == (n_q, n // HOP), tok.shape
+            targets[:, o // HOP : o // HOP + n // HOP] = tok.numpy()
+        shard.release()
+        bar.update(len(block))
+    bar.close()
     save_targets(out_path, targets)
     return targets
 
