@@ -142,7 +142,8 @@ def test_changing_self_training_steps_reruns_only_its_dependants(ci_run, tmp_pat
     jobs = planned(ci_run, cfg)
     assert jobs == Counter({
         "train_mae": 2,  # base+ST, and large+ST which learns base+ST's clusters
-        "dump_teacher_features": 1, "fit_kmeans": 1, "assign_clusters": 3,  # base+ST as a teacher
+        "dump_teacher_features": 1, "fit_kmeans": 1, "assign_clusters": 3,  # base+ST as a teacher,
+        "index_clusters": 3,  # and the index of its clusters per source
         "embed_task": 12, "score_task": 12, "plot_curves": 2, "make_table": 1, "all": 1,
     })
 
