@@ -24,7 +24,9 @@ import yaml
 
 from encodecmae.workflow.experiments import resolve
 from encodecmae.workflow.resources import train_resources
-from workflow_helpers import ENV
+from workflow_helpers import ENV, job_stats
+
+LOCAL_RULES = ("index_shards", "index_tokens", "index_clusters")  # `localrule: True` in rules/
 
 REPO = Path(__file__).resolve().parents[1]
 CI_CONFIG = REPO / "config" / "ci.yaml"
@@ -167,10 +169,13 @@ def check_slurm_run(cluster: Path, local: Path, cancelled: dict):
     """The SLURM run in ``cluster`` against the local run in ``local``."""
     results = load()["results_dir"]
     out = max((cluster / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime).read_text()
-    # every job but the target rule `all` went through sbatch, and SLURM ran it
+    # every job but the target rule `all` and the local rules (the per-source indexes, which
+    # Snakemake runs itself) went through sbatch, and SLURM ran it
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", out)
     n_jobs = int(re.search(r"^total\s+(\d+)$", out, re.M).group(1))
-    assert len(submitted) == n_jobs - 1 + 1  # minus `all`, plus the resubmitted training job
+    local = sum(n for rule, n in job_stats(out).items() if rule in LOCAL_RULES)
+    assert local == 3 + 3 + 2 * 3  # shards and tokens of 3 sources, clusters of 2 teachers
+    assert len(submitted) == n_jobs - 1 - local + 1  # plus the resubmitted training job
     if SLURMCTLD_LOG.exists():
         ran = set(re.findall(r"(?:Allocate|Started) JobId=(\d+)", SLURMCTLD_LOG.read_text()))
         assert set(submitted) <= ran
