@@ -173,9 +173,9 @@ def check_slurm_run(cluster: Path, local: Path, cancelled: dict):
     # Snakemake runs itself) went through sbatch, and SLURM ran it
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", out)
     n_jobs = int(re.search(r"^total\s+(\d+)$", out, re.M).group(1))
-    local = sum(n for rule, n in job_stats(out).items() if rule in LOCAL_RULES)
-    assert local == 3 + 3 + 2 * 3  # shards and tokens of 3 sources, clusters of 2 teachers
-    assert len(submitted) == n_jobs - 1 - local + 1  # plus the resubmitted training job
+    n_local = sum(n for rule, n in job_stats(out).items() if rule in LOCAL_RULES)
+    assert n_local == 3 + 3 + 2 * 3  # shards and tokens of 3 sources, clusters of 2 teachers
+    assert len(submitted) == n_jobs - 1 - n_local + 1  # plus the resubmitted training job
     if SLURMCTLD_LOG.exists():
         ran = set(re.findall(r"(?:Allocate|Started) JobId=(\d+)", SLURMCTLD_LOG.read_text()))
         assert set(submitted) <= ran
