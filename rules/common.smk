@@ -5,8 +5,8 @@ import math
 import shlex
 from pathlib import Path
 
-from encodecmae.workflow.experiments import resolve, source_shards, train_args
-from encodecmae.workflow.resources import inference_mem_mb, train_resources
+from encodecmae.workflow.experiments import resolve, run_keys, source_shards, train_args
+from encodecmae.workflow.resources import data_mem_mb, data_runtime, encoder_size, train_resources
 
 D = config["data_dir"]
 # The corpus -> tokens -> pretraining -> self-training chain is the critical path: its jobs go
@@ -19,7 +19,11 @@ RELEASED = config["released"]
 RELEASED_ROWS = [name for name, e in EXPERIMENTS.items() if e.released]  # converted, not trained
 SOURCES = config["corpus"]["sources"]
 N_SHARDS = source_shards(config["corpus"])  # by duration: expected hours / shard_hours
+RUN_KEYS = run_keys(config, EXPERIMENTS, N_SHARDS)  # names each training run's checkpoint directory
 TASKS = config["tasks"]
+# Threads and GPU of the jobs that run a network over audio; their time limits follow from these.
+COMPUTE = config["compute"]
+DEVICE = "cuda" if COMPUTE["gpu"] else "cpu"
 ENC = config["encodec"]
 ENCODEC_CKPT = (
     f"{D}/encodec/encodec_fitted.pt"
@@ -163,7 +167,7 @@ def train_input_flags(wildcards, input):
 
 
 def checkpoint_dir(wildcards):
-    return f"{R}/models/{wildcards.model}/checkpoints/{EXPERIMENTS[wildcards.model].run_key()}"
+    return f"{R}/models/{wildcards.model}/checkpoints/{RUN_KEYS[wildcards.model]}"
 
 
 def teacher_sources(wildcards):
@@ -230,10 +234,41 @@ def train_resource(key):
     return get
 
 
-def model_mem_mb(wildcard):
-    """A resources function: host memory of a job running the encoder of wildcard ``wildcard``."""
+# Data jobs: measured throughput x the job's audio (encodecmae.workflow.resources).
+def source_shard_hours(source):
+    """Hours of audio in one shard of ``source``: its expected hours over its shards (a demo
+    source: the demo corpus's minutes; a directory with n_shards only: shard_hours)."""
+    corpus, src = config["corpus"], SOURCES[source]
+    hours = src.get("hours") or (corpus["demo_minutes"] / 60 if src.get("demo") else corpus["shard_hours"] * N_SHARDS[source])
+    return hours / N_SHARDS[source]
+
+
+def data_resource(stage, hours, model=None, key="runtime"):
+    """A resources function: ``key`` (runtime or mem_mb) of a ``stage`` job over ``hours(wildcards)``
+    hours of audio, with the encoder of wildcard ``model`` for the encoder stages."""
 
     def get(wildcards):
-        return inference_mem_mb(EXPERIMENTS[wildcards[wildcard]])
+        exp = EXPERIMENTS[wildcards[model]] if model else None
+        if key == "mem_mb":
+            return data_mem_mb(stage, exp)
+        return data_runtime(stage, hours(wildcards), COMPUTE["threads"], encoder_size(exp) if exp else "any")
 
     return get
+
+
+def shard_hours(wildcards):
+    return source_shard_hours(wildcards.source)
+
+
+def crop_hours(wildcards):
+    """Audio embedded by dump-features: n_crops 4-s crops."""
+    return config["selftraining"]["n_crops"] * 4 / 3600
+
+
+def task_hours(wildcards):
+    return TASKS[wildcards.task].get("hours", 1.0)
+
+
+def model_mem_mb(wildcard):
+    """A resources function: host memory of a job that loads the model of wildcard ``wildcard``."""
+    return data_resource("embed", None, wildcard, "mem_mb")

@@ -21,20 +21,23 @@ rule make_demo_corpus:
         "python -m encodecmae make-demo-corpus --out {output} --demo-seed {params.demo_seed} --demo-minutes {params.demo_minutes} > {log} 2>&1"
 
 
+# Downloads are local rules: on a cluster they run where Snakemake runs, which has the internet
+# (compute nodes often do not). Archives, complete and partial, are kept in download_cache/, not
+# in the output that Snakemake deletes when a job fails, so a rerun continues them (HTTP Range).
 rule download_source:
     output:
         directory(f"{D}/downloads/{{source}}"),
     params:
         archives=archive_flags,
-    resources:
-        runtime=1440,
+        cache=f"{D}/download_cache/{{source}}",
+    localrule: True
     priority: CHAIN_PRIORITY
     conda:
         "../envs/data.yaml"
     log:
         f"{D}/logs/download_source/{{source}}.log",
     shell:
-        "python -m encodecmae download-archives {params.archives} --out {output} > {log} 2>&1"
+        "python -m encodecmae download-archives {params.archives} --out {output} --cache {params.cache} > {log} 2>&1"
 
 
 rule list_source:
@@ -67,8 +70,8 @@ rule resample_shard:
         out_dir=output_parent,
         max_bad_fraction=config["corpus"]["max_bad_fraction"],
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=data_resource("resample", shard_hours, key="mem_mb"),
+        runtime=data_resource("resample", shard_hours),
     priority: CHAIN_PRIORITY
     conda:
         "../envs/data.yaml"

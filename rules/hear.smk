@@ -27,10 +27,11 @@ rule embed_task:
     params:
         task_dir=task_param,
         layer=config["hear"]["layer"],
-    threads: 1
+    threads: COMPUTE["threads"]
     resources:
         mem_mb=model_mem_mb("model"),
-        runtime=120,
+        runtime=data_resource("embed", task_hours, "model"),
+        gpu=COMPUTE["gpu"],
     conda:
         "../envs/torch.yaml"
     log:
@@ -39,7 +40,7 @@ rule embed_task:
         f"{R}/benchmarks/embed_task/{{model}}/{{task}}.tsv"
     shell:
         "python -m encodecmae embed-task --checkpoint {input.model} --task-dir {params.task_dir} --out {output} "
-        "--layer {params.layer} --threads {threads} > {log} 2>&1"
+        "--layer {params.layer} --threads {threads} --device {DEVICE} > {log} 2>&1"
 
 
 rule score_task:

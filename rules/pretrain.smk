@@ -25,6 +25,7 @@ rule train_mae:
         cpus_per_gpu=train_resource("cpus_per_gpu"),
         mem_mb=train_resource("mem_mb"),
         runtime=train_resource("runtime"),
+        nodes=1,  # torchrun --standalone: every rank on the job's one node
     priority: CHAIN_PRIORITY
     conda:
         "../envs/torch.yaml"
@@ -33,11 +34,16 @@ rule train_mae:
     benchmark:
         f"{R}/benchmarks/train_mae/{{model}}.tsv"
     shell:
-        # Several GPUs: one torchrun rank per GPU (DDP), the job's cores split between them.
-        "if [ {resources.gpu} -gt 1 ]; then "
-        "set -- python -m torch.distributed.run --standalone --nproc_per_node {resources.gpu} -m encodecmae; "
+        # Several GPUs: one torchrun rank per GPU (DDP), never more ranks than GPUs the job sees
+        # (the global batch stays the same: each rank's share grows), the job's cores split
+        # between them.
+        "ranks={resources.gpu}; "
+        "if [ $ranks -gt 1 ]; then "
+        "ranks=$(python -c 'import sys, torch; print(max(1, min(int(sys.argv[1]), torch.cuda.device_count())))' $ranks); fi; "
+        "if [ $ranks -gt 1 ]; then "
+        "set -- python -m torch.distributed.run --standalone --nproc_per_node $ranks -m encodecmae; "
         "else set -- python -m encodecmae; fi; "
         '"$@" train --shards {params.shards} --targets {params.targets} --out {output.model} '
         "--ckpt-dir {params.ckpt_dir} --metrics {params.ckpt_dir}/metrics.csv "
-        "--threads $(( {resources.gpu} > 1 ? ({threads} + {resources.gpu} - 1) / {resources.gpu} : {threads} )) "
+        "--threads $(( $ranks > 1 ? ({threads} + $ranks - 1) / $ranks : {threads} )) "
         "{params.settings} {params.input_flags} --resume > {log} 2>&1 && cp {params.ckpt_dir}/metrics.csv {output.metrics}"

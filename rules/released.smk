@@ -13,8 +13,7 @@ rule download_released:
             if RELEASED[wildcards.release].get("sha256")
             else ""
         ),
-    resources:
-        runtime=60,
+    localrule: True  # a download: runs where Snakemake runs (the internet); a rerun continues it
     conda:
         "../envs/data.yaml"
     log:

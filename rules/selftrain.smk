@@ -14,10 +14,11 @@ rule dump_teacher_features:
         crops_per_shard=crops_per_shard,
         frames_per_crop=config["selftraining"]["frames_per_crop"],
         seed=config["selftraining"]["seed"],
-    threads: 1
+    threads: COMPUTE["threads"]
     resources:
         mem_mb=model_mem_mb("teacher"),
-        runtime=120,
+        runtime=data_resource("embed", crop_hours, "teacher"),
+        gpu=COMPUTE["gpu"],
     priority: CHAIN_PRIORITY
     conda:
         "../envs/torch.yaml"
@@ -26,7 +27,7 @@ rule dump_teacher_features:
     shell:
         "OMP_NUM_THREADS={threads} python -m encodecmae dump-features --checkpoint {input.model} --shards {params.shards} "
         "--out {output} --crops-per-shard {params.crops_per_shard} --frames-per-crop {params.frames_per_crop} "
-        "--seed {params.seed} > {log} 2>&1"
+        "--seed {params.seed} --device {DEVICE} > {log} 2>&1"
 
 
 rule fit_kmeans:
@@ -64,10 +65,11 @@ rule assign_clusters:
         f"{D}/selftrain/{{teacher}}/clusters/{{source}}/{{shard}}.npy",
     params:
         shard=input_parent("manifest"),
-    threads: 1
+    threads: COMPUTE["threads"]
     resources:
-        mem_mb=model_mem_mb("teacher"),
-        runtime=120,
+        mem_mb=data_resource("assign", None, "teacher", "mem_mb"),
+        runtime=data_resource("assign", shard_hours, "teacher"),
+        gpu=COMPUTE["gpu"],
     priority: CHAIN_PRIORITY
     conda:
         "../envs/torch.yaml"
@@ -77,7 +79,7 @@ rule assign_clusters:
         f"{D}/benchmarks/assign_clusters/{{teacher}}/{{source}}/{{shard}}.tsv"
     shell:
         "OMP_NUM_THREADS={threads} python -m encodecmae assign-clusters --checkpoint {input.model} --kmeans {input.kmeans} "
-        "--shard {params.shard} --out {output} > {log} 2>&1"
+        "--shard {params.shard} --out {output} --device {DEVICE} > {log} 2>&1"
 
 
 rule index_clusters:

@@ -8,8 +8,7 @@ rule download_encodec:
     params:
         url=ENC["url"],
         sha256_prefix=ENC["sha256_prefix"],
-    resources:
-        runtime=30,
+    localrule: True  # a download: runs where Snakemake runs (the internet); a rerun continues it
     priority: CHAIN_PRIORITY
     conda:
         "../envs/data.yaml"
@@ -57,11 +56,11 @@ rule tokenize_shard:
         shard=input_parent("manifest"),
         n_q=ENC["n_q"],
         batch_size=ENC["batch_size"],
-    threads: 1
+    threads: COMPUTE["threads"]
     resources:
-        mem_mb=4000,
-        runtime=120,
-        gpu=0,
+        mem_mb=data_resource("tokenize", shard_hours, key="mem_mb"),
+        runtime=data_resource("tokenize", shard_hours),
+        gpu=COMPUTE["gpu"],
     priority: CHAIN_PRIORITY
     conda:
         "../envs/torch.yaml"
@@ -71,7 +70,7 @@ rule tokenize_shard:
         f"{D}/benchmarks/tokenize_shard/{{source}}/{{shard}}.tsv"
     shell:
         "OMP_NUM_THREADS={threads} python -m encodecmae tokenize --shard {params.shard} --checkpoint {input.encodec} "
-        "--out {output} --n-q {params.n_q} --batch-size {params.batch_size} > {log} 2>&1"
+        "--out {output} --n-q {params.n_q} --batch-size {params.batch_size} --device {DEVICE} > {log} 2>&1"
 
 
 rule estimate_gamma:

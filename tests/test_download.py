@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 from workflow_helpers import serve_directory
@@ -145,3 +150,95 @@ def test_download_archives_verifies_and_unpacks_zip_and_tar(server, tmp_path):
     with pytest.raises(DownloadError, match="outside"):
         download_archives([(f"{base}/evil.zip", None)], tmp_path / "evil")
     assert not (tmp_path / "escape.wav").exists()
+
+
+# --- resuming ----------------------------------------------------------------------------------
+
+BIG = bytes(range(251)) * 20_000  # 5 MB, 77 blocks of 64 KiB
+BIG_DIGEST = hashlib.sha256(BIG).hexdigest()
+
+
+@pytest.fixture
+def big_server(tmp_path):
+    from workflow_helpers import file_server
+
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "big.bin").write_bytes(BIG)
+    with file_server(root) as httpd:
+        yield httpd
+
+
+def test_a_connection_cut_mid_way_is_continued_with_a_range_request(big_server, tmp_path):
+    big_server.cut_after = 1_500_000
+    out = download(f"{big_server.url}/big.bin", tmp_path / "big.bin", sha256=BIG_DIGEST, backoff=0)
+    assert out.read_bytes() == BIG
+    assert big_server.log == [("/big.bin", None), ("/big.bin", "bytes=1500000-")]
+    assert list(tmp_path.glob("big.bin.partial*")) == []
+
+
+def test_a_server_without_ranges_or_a_changed_file_starts_over(big_server, tmp_path):
+    out = tmp_path / "big.bin"
+    for setting in ("no ranges", "changed file"):
+        big_server.log.clear()
+        big_server.cut_after, big_server.cuts = 1_000_000, 1
+        with pytest.raises(DownloadError, match="is kept and a rerun continues it"):
+            download(f"{big_server.url}/big.bin", out, retries=1)
+        assert (tmp_path / "big.bin.partial").stat().st_size == 1_000_000
+        if setting == "no ranges":
+            big_server.ranges = False
+        else:
+            big_server.ranges = True
+            www = tmp_path / "www" / "big.bin"
+            os.utime(www, (www.stat().st_atime, www.stat().st_mtime + 10))  # If-Range no longer matches
+        download(f"{big_server.url}/big.bin", out, sha256=BIG_DIGEST)
+        assert out.read_bytes() == BIG
+        assert big_server.log[-1] == ("/big.bin", "bytes=1000000-")  # asked, but got the whole file
+        out.unlink()
+
+
+def test_a_killed_download_job_is_continued_by_the_next(big_server, tmp_path):
+    """`encodecmae download` killed mid-way (SIGKILL: no clean-up) leaves its partial file; the
+    rerun asks for the rest and ends with the same bytes as an uninterrupted download."""
+    big_server.delay = 0.05  # ~1.3 MB/s: the job is still running when it is killed
+    out = tmp_path / "dl" / "big.bin"
+    partial = tmp_path / "dl" / "big.bin.partial"
+    cmd = [sys.executable, "-m", "encodecmae", "download", "--url", f"{big_server.url}/big.bin",
+           "--out", str(out), "--sha256", BIG_DIGEST]
+    job = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and (not partial.exists() or partial.stat().st_size < 1_000_000):
+        time.sleep(0.05)
+    job.kill()
+    job.wait()
+    have = partial.stat().st_size
+    assert 1_000_000 <= have < len(BIG) and not out.exists()
+    big_server.delay = 0.0
+    subprocess.run(cmd, check=True, capture_output=True)
+    assert out.read_bytes() == BIG and not partial.exists()
+    assert big_server.log[-1] == ("/big.bin", f"bytes={have}-")
+
+
+def test_download_archives_keeps_its_archives_outside_the_output(big_server, tmp_path):
+    """The workflow's download_source: a killed job's output directory is deleted (as Snakemake
+    does), its partial archive in the cache is not, and the rerun continues it."""
+    import tarfile
+
+    from encodecmae.data.download import download_archives
+
+    www = tmp_path / "www"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "noise.bin").write_bytes(BIG)
+    with tarfile.open(www / "corpus.tar", "w") as t:
+        t.add(tmp_path / "src" / "noise.bin", "corpus/noise.bin")
+    out, cache = tmp_path / "downloads" / "corpus", tmp_path / "download_cache" / "corpus"
+    url = f"{big_server.url}/corpus.tar"
+    big_server.cut_after, big_server.cuts = 1_000_000, 3  # every attempt of the job is cut off
+    with pytest.raises(DownloadError, match="after 3 attempts"):
+        download_archives([(url, sha256_file(www / "corpus.tar"))], out, cache)
+    assert (cache / "corpus.tar.partial").stat().st_size == 3_000_000  # each attempt continued the last
+    shutil.rmtree(out, ignore_errors=True)  # Snakemake deletes a failed job's output
+    download_archives([(url, sha256_file(www / "corpus.tar"))], out, cache)
+    assert (out / "corpus" / "noise.bin").read_bytes() == BIG
+    assert big_server.log[1:] == [("/corpus.tar", f"bytes={n}-") for n in (1_000_000, 2_000_000, 3_000_000)]
+    assert not list(out.glob(".archives")) and (cache / "corpus.tar").exists()

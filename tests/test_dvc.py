@@ -91,6 +91,33 @@ def origin(tmp_path_factory, ci_run):
     return root
 
 
+def test_the_stages_run_the_configuration_named_in_dvc_yaml(tmp_path):
+    """dvc.yaml's `config` variable picks the configuration: with config/paper.yaml every stage
+    runs Snakemake with it and tracks its settings as params (nothing runs here)."""
+    root = tmp_path / "proj"
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for rel in filter(None, files.split("\0")):
+        if rel != "dvc.lock" and (REPO / rel).is_file():
+            (root / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, root / rel)
+    dvc_yaml = (root / "dvc.yaml").read_text()
+    assert "  - config: config/config.yaml\n" in dvc_yaml  # the committed choice: the demo
+    (root / "dvc.yaml").write_text(dvc_yaml.replace("  - config: config/config.yaml\n", "  - config: config/paper.yaml\n"))
+    run(root, "git", "init", "-q", "-b", "main")
+    run(root, "git", "add", "-A")
+    run(root, "git", "commit", "-q", "-m", "project")
+    dry = run(root, "dvc", "repro", "--dry", "tokens").stdout
+    assert "snakemake --configfile config/paper.yaml --cores all --until tokenize_shard" in dry
+    status = run(root, "dvc", "status").stdout
+    stages = re.findall(r"^(\w+):$", status, re.M)
+    assert stages == ["tokens", "pretrain", "hear", "report"]
+    assert status.count("new:                config/paper.yaml") == 4 and "config/config.yaml" not in status
+    outs = [next(iter(o)) if isinstance(o, dict) else o
+            for stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].values() for o in stage["outs"]]
+    assert "data/shards" in outs and not [o for o in outs if o.startswith("data/downloads")]  # each user's own
+    assert "results/models/*/checkpoints/" in (root / ".dvcignore").read_text()
+
+
 @pytest.fixture
 def s3_server(tmp_path):
     moto_server = pytest.importorskip("moto.server")
@@ -130,6 +157,9 @@ def round_trip(origin: Path, tmp_path: Path, name: str, url: str, options: dict[
     for rel in ["results/table1.csv", "results/scores/mel256_large_st/scenes.json", "results/models/mel256_base/model.pt",
                 "data/selftrain/mel256_base/kmeans.npz", "data/tokens/speech/000.npy"]:
         assert (clone / rel).read_bytes() == (origin / rel).read_bytes(), rel
+    # step checkpoints (weights + optimizer state, for resuming where they were computed) stay behind
+    assert list((origin / "results" / "models").glob("*/checkpoints/*/step_*.pt"))
+    assert not list((clone / "results" / "models").glob("*/checkpoints"))
 
     # after a pull, mtimes are arbitrary: make them as bad as can be (results older than data)
     old = time.time() - 86400

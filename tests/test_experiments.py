@@ -1,11 +1,12 @@
 """Experiment rows of a workflow config -> what each training rule gets."""
 
+import copy
 from pathlib import Path
 
 import pytest
 import yaml
 
-from encodecmae.workflow.experiments import ConfigError, resolve, train_args
+from encodecmae.workflow.experiments import ConfigError, resolve, run_keys, source_shards, train_args
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -59,13 +60,54 @@ def test_paper_configuration_trains_the_released_architecture_with_two_ablations
     assert "--feedforward per_layer" in train_args(resolve(cfg)["per_layer_st"].train_params())
 
 
+def keys(cfg: dict) -> dict[str, str]:
+    return run_keys(cfg, resolve(cfg), source_shards(cfg["corpus"]))
+
+
 def test_run_key_ignores_length_but_not_settings():
     cfg = config()
-    a = resolve(cfg)["mel256_base"]
+    a = keys(cfg)
+    assert a["untrained"] == a["mel256_base"]  # the untrained row is step 0 of the base run
     cfg["experiments"][1]["steps"] = 999
-    assert resolve(cfg)["mel256_base"].run_key() == a.run_key()  # more steps continue the same run
+    assert keys(cfg)["mel256_base"] == a["mel256_base"]  # more steps continue the same run
     cfg["training"]["lr"] = 5e-4
-    assert resolve(cfg)["mel256_base"].run_key() != a.run_key()
+    assert keys(cfg)["mel256_base"] != a["mel256_base"]
+
+
+def test_run_key_covers_what_the_resume_check_compares():
+    """A changed shard list, gamma's inputs or a teacher (retrained or trained longer) make a new
+    run, not a resume error or a resumed stale run; settings that change neither keep the key."""
+    cfg = config()
+    a = keys(cfg)
+    assert len({a[n] for n in ("mel256_base", "mel256_base_st", "mel256_large", "mel256_large_st")}) == 4
+
+    more_shards = copy.deepcopy(cfg)
+    more_shards["corpus"]["sources"]["speech"]["n_shards"] += 1
+    b = keys(more_shards)
+    assert all(b[n] != a[n] for n in a)  # every row trains on speech
+
+    gamma_inputs = copy.deepcopy(cfg)
+    gamma_inputs["encodec"]["gamma_clips"] += 1
+    b = keys(gamma_inputs)
+    assert b["mel256_base"] != a["mel256_base"] and b["mel256_large"] != a["mel256_large"]
+
+    longer_teacher = copy.deepcopy(cfg)
+    next(e for e in longer_teacher["experiments"] if e["name"] == "mel256_base")["steps"] += 10
+    b = keys(longer_teacher)
+    assert b["mel256_base"] == a["mel256_base"]  # the teacher itself continues its run ...
+    assert b["mel256_base_st"] != a["mel256_base_st"]  # ... but its student (init and teacher) starts again
+    assert b["mel256_large_st"] != a["mel256_large_st"]  # and so does the student of that student
+    assert b["mel256_large"] == a["mel256_large"]  # a row that does not depend on it keeps its run
+
+    retrained_teacher = copy.deepcopy(cfg)
+    retrained_teacher["selftraining"]["k"] += 1
+    b = keys(retrained_teacher)
+    assert b["mel256_base_st"] != a["mel256_base_st"] and b["mel256_base"] == a["mel256_base"]
+
+    for section, key in (("encodec", "batch_size"), ("hear", "max_epochs")):  # execution and evaluation only
+        other = copy.deepcopy(cfg)
+        other.setdefault(section, {})[key] = 3
+        assert keys(other) == a
 
 
 def test_train_args_render_kebab_case_flags():

@@ -89,3 +89,30 @@ def test_embed_task_reads_a_split_in_blocks_with_the_same_result(tmp_path, debug
         assert a[f"emb_{split}"].shape == (6, 64)
         np.testing.assert_allclose(b[f"emb_{split}"], a[f"emb_{split}"], atol=1e-6)
         assert a[f"files_{split}"].tolist() == b[f"files_{split}"].tolist()
+
+
+def test_a_long_file_is_streamed_with_the_whole_file_result(tmp_path, debug_checkpoint, monkeypatch):
+    """embed-task streams a file longer than LONG_FILE_SECONDS a block at a time (memory for one
+    block); its scene embedding is that of the whole file, 16-kHz audio resampled to 24 kHz as
+    the task's other clips are. 150 s at 16 kHz: three 60-s reading blocks, 4-s chunks across them."""
+    import soundfile as sf
+
+    from test_provenance import write_audio_task
+
+    from encodecmae.evaluation import embed
+
+    task = write_audio_task(tmp_path / "task")
+    sr = 16_000
+    long_clip = 0.1 * np.random.default_rng(3).standard_normal(150 * sr)
+    name = sorted((task / str(sr) / "test").iterdir())[0]
+    sf.write(name, long_clip, sr, subtype="FLOAT")
+    emb = Embedder(debug_checkpoint)
+    whole = emb.scenes([long_clip.astype(np.float32)], sr)[0]
+    np.testing.assert_allclose(emb.stream_scene(name), whole, rtol=1e-5, atol=1e-5)
+
+    embed.embed_task(debug_checkpoint, task, tmp_path / "loaded.npz")
+    monkeypatch.setattr(embed, "LONG_FILE_SECONDS", 100.0)
+    embed.embed_task(debug_checkpoint, task, tmp_path / "streamed.npz")
+    a, b = np.load(tmp_path / "loaded.npz"), np.load(tmp_path / "streamed.npz")
+    for split in ("train", "valid", "test"):
+        np.testing.assert_allclose(b[f"emb_{split}"], a[f"emb_{split}"], rtol=1e-5, atol=1e-5)

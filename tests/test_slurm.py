@@ -78,12 +78,32 @@ def dry_run_commands(tmp_path: Path, *args: str) -> str:
 def test_several_gpus_launch_torchrun_one_gpu_plain_train(tmp_path):
     out = dry_run_commands(tmp_path, "--set-resources", "train_mae:gpu=4", "train_mae:cpus_per_gpu=3",
                            "--set-threads", "train_mae=12")
-    assert "python -m torch.distributed.run --standalone --nproc_per_node 4 -m encodecmae" in out
+    # one rank per GPU the job asked for and can see, on one node
+    assert "ranks=4; if [ $ranks -gt 1 ]; then ranks=$(python -c 'import sys, torch; print(max(1, min(int(sys.argv[1]), " \
+           "torch.cuda.device_count())))' $ranks); fi;" in out
+    assert "python -m torch.distributed.run --standalone --nproc_per_node $ranks -m encodecmae" in out
+    assert re.search(r"rule train_mae:(?:.|\n)*?resources: .*\bnodes=1\b", out)
     # the job's cores split between the ranks (at least one each)
-    assert re.search(r"--threads \$\(\( 4 > 1 \? \((\d+) \+ 4 - 1\) / 4 : \1 \)\)", out)
+    assert re.search(r"--threads \$\(\( \$ranks > 1 \? \((\d+) \+ \$ranks - 1\) / \$ranks : \1 \)\)", out)
     out = dry_run_commands(tmp_path, "--set-resources", "train_mae:gpu=1")
-    assert "if [ 1 -gt 1 ]; then" in out  # so the else branch: plain `python -m encodecmae train`
+    assert "ranks=1; if [ $ranks -gt 1 ]" in out  # so the else branch: plain `python -m encodecmae train`
     assert "else set -- python -m encodecmae; fi; \"$@\" train" in out
+
+
+def test_the_launch_never_starts_more_ranks_than_visible_gpus(tmp_path):
+    """The training rule's launch line run by bash with gpu=4 on this machine (no GPU): one
+    plain process, not four torchrun ranks (a 4-rank run would wait for ranks that never start)."""
+    out = dry_run_commands(tmp_path, "--set-resources", "train_mae:gpu=4", "--set-threads", "train_mae=8")
+    line = re.search(r"(ranks=4; .*?)\"\$@\" train", out)[1]
+    launch = subprocess.run(["bash", "-c", line + ' echo "$ranks|$@"'], env=ENV, capture_output=True, text=True,
+                            check=True).stdout.strip()
+    import torch
+
+    expected = min(4, torch.cuda.device_count())
+    if expected > 1:
+        assert launch.startswith(f"{expected}|python -m torch.distributed.run --standalone --nproc_per_node {expected}")
+    else:
+        assert launch == "1|python -m encodecmae"
 
 
 def test_every_profile_key_says_why():

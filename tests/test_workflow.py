@@ -5,6 +5,7 @@ on a rerun."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -63,10 +64,11 @@ def test_paper_configuration_plans_from_an_empty_checkout_without_torch(tmp_path
     (blocker / "__init__.py").write_text("raise ImportError('torch was imported while planning')\n")
     env = {**ENV, "PYTHONPATH": str(blocker.parent)}
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path / "run"),
-           "--configfile", str(REPO / "config" / "paper.yaml"), "-n", "--quiet", "rules"]
+           "--configfile", str(REPO / "config" / "paper.yaml"), "-n"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     jobs = job_stats(res.stdout + res.stderr)
+    check_paper_data_jobs_fit(job_resources(res.stdout + res.stderr))
     shards = {"audioset": 375, "fma": 75, "librilight6k": 481}  # ceil(hours / shard_hours = 12)
     n = sum(shards.values())
     # teachers: mel256_base and mel256_base_st (all sources), their AudioSet-only pair, the LL6K-only base
@@ -80,6 +82,42 @@ def test_paper_configuration_plans_from_an_empty_checkout_without_torch(tmp_path
         "embed_task": 21 * 6, "score_task": 21 * 6, "plot_curves": 16, "make_table": 1, "all": 1,
     })
     assert sum(jobs.values()) < 12_000
+
+
+def job_resources(output: str) -> list[tuple[str, dict[str, str], dict[str, int]]]:
+    """(rule, wildcards, resources) of every job a dry run prints."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", output):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        res = re.search(r"^\s+resources: (.*)$", block, re.M)
+        if not head or not res:
+            continue
+        wc = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        wildcards = dict(kv.split("=", 1) for kv in wc.group(1).split(", ")) if wc else {}
+        resources = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)(?:,|$)", res.group(1))}
+        jobs.append((head.group(1), wildcards, resources))
+    return jobs
+
+
+def check_paper_data_jobs_fit(jobs):
+    """Every data job of the paper plan is sized from the measured figures and fits: a time limit
+    under the partition maximum (never cut, so never capped) and memory a node's share can give."""
+    from encodecmae.workflow.resources import MAX_RUNTIME_MIN, data_runtime
+
+    seen = Counter()
+    for rule, wildcards, r in jobs:
+        if rule not in ("resample_shard", "tokenize_shard", "dump_teacher_features", "assign_clusters", "embed_task"):
+            continue
+        seen[rule] += 1
+        assert 0 < r["mem_mb"] <= 16_000, (rule, wildcards, r)
+        assert r["runtime"] < MAX_RUNTIME_MIN, (rule, wildcards, r)
+        if rule == "tokenize_shard":  # shards of at most 12 h (shard_hours) on 8 threads: under an hour
+            assert r["runtime"] <= data_runtime("tokenize", 12.0, 8) <= 60, (wildcards, r)
+        if rule == "assign_clusters":
+            assert r["runtime"] <= 120, (wildcards, r)
+    assert set(seen) == {"resample_shard", "tokenize_shard", "dump_teacher_features", "assign_clusters", "embed_task"}
+    by_task = {w["task"]: r["runtime"] for rule, w, r in jobs if rule == "embed_task" and w["model"] == "mel256_large"}
+    assert by_task["fsd50k-v1.0-full"] == max(by_task.values())  # 108 h of audio, the most
 
 
 def test_default_config_is_the_demo(tmp_path):
@@ -146,6 +184,15 @@ def test_changing_self_training_steps_reruns_only_its_dependants(ci_run, tmp_pat
         "index_clusters": 3,  # and the index of its clusters per source
         "embed_task": 12, "score_task": 12, "plot_curves": 2, "make_table": 1, "all": 1,
     })
+    # base+ST continues its own run (more steps); large+ST's teacher changed, so it starts a new
+    # run instead of resuming checkpoints trained on the old clusters
+    res = snakemake(ci_run, "-n", "-p", config=cfg)
+    out = res.stdout + res.stderr
+    ckpt = dict(re.findall(r"--ckpt-dir \S+/models/(\w+)/checkpoints/(\w+)", out))
+    done = {m: [d.name for d in (ci_run / "results" / "models" / m / "checkpoints").iterdir()]
+            for m in ("mel256_base_st", "mel256_large_st")}
+    assert ckpt["mel256_base_st"] in done["mel256_base_st"]
+    assert ckpt["mel256_large_st"] not in done["mel256_large_st"]
 
 
 @pytest.mark.slow

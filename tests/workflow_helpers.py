@@ -9,6 +9,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from functools import partial
 from pathlib import Path
@@ -51,18 +52,68 @@ def edited_config(tmp_path: Path, edit, base: Path = CI_CONFIG) -> Path:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    """A file server with single-range requests (``Range: bytes=N-``, honoured unless the file
+    changed since the ``If-Range`` date), and, for download tests, settings on the server:
+    ``log`` (each GET's path and Range header), ``delay`` (seconds per 64-KiB block),
+    ``cut_after`` and ``cuts`` (the next ``cuts`` responses are cut off after that many bytes)."""
+
     def log_message(self, *args):  # keep pytest output clean
         pass
+
+    def do_GET(self):
+        path = Path(self.translate_path(self.path))
+        server = self.server
+        server.log.append((self.path, self.headers.get("Range")))
+        if not path.is_file():
+            return super().do_GET()
+        data = path.read_bytes()
+        modified = self.date_time_string(int(path.stat().st_mtime))
+        start = 0
+        m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
+        if m and server.ranges and self.headers.get("If-Range") in (None, modified):
+            start = int(m[1])
+            if start >= len(data):
+                self.send_error(416)
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.send_header("Last-Modified", modified)
+        self.end_headers()
+        cut = server.cut_after if server.cuts > 0 else None
+        server.cuts -= cut is not None
+        for i in range(start, len(data), 1 << 16):
+            block = data[i : i + (1 << 16)]
+            if cut is not None and i - start + len(block) > cut:
+                self.wfile.write(block[: cut - (i - start)])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(block)
+            if server.delay:
+                time.sleep(server.delay)
+
+
+@contextlib.contextmanager
+def file_server(root: Path):
+    """An HTTP server of ``root`` on 127.0.0.1 at a free port (``.url``), whose ``delay``,
+    ``ranges``, ``cut_after``, ``cuts`` and ``log`` the test may set and read (see _QuietHandler)."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
+    httpd.delay, httpd.ranges, httpd.cut_after, httpd.cuts, httpd.log = 0.0, True, None, 1, []
+    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 @contextlib.contextmanager
 def serve_directory(root: Path):
     """Serve ``root`` over HTTP on 127.0.0.1 at a free port; yields the base URL."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with file_server(root) as httpd:
+        yield httpd.url

@@ -14,7 +14,7 @@ exact data:
   ``"unknown"`` and ``code_dirty`` null; finding them never fails.
 - the **settings**: the training settings that shape the result and their SHA-256
   (``settings_sha256``), and the run key (the name of the step-checkpoint directory, a hash of
-  the settings that define the trajectory; see ``encodecmae.workflow.experiments.Experiment.run_key``).
+  the settings that define the trajectory; see ``encodecmae.workflow.experiments.run_keys``).
 - the **data**: SHA-256 digests over the training inputs (``train_data_sha256``) and over a
   task's folder (``task_data_sha256``).
 

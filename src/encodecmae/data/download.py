@@ -1,15 +1,22 @@
-"""Checksummed downloads (the pretrained EnCodec weights, and anything else fetched by URL).
+"""Checksummed, resumable downloads (the pretrained EnCodec weights, the released models, the
+corpora's archives: anything fetched by URL).
 
 The file is streamed to ``<out>.partial``, its SHA-256 checked, and only then renamed to
 ``<out>``: an interrupted or corrupted download never leaves a file that looks finished, so the
-workflow engine (which decides from files whether a step is done) never sees one.
+workflow engine (which decides from files whether a step is done) never sees one. An
+interrupted download keeps its ``.partial`` (and a ``.partial.json`` naming the URL and the
+server's size and validator) and continues from its last byte with an HTTP Range request, in
+the same job (retries) or the next one; a server that ignores the range, or a file that changed
+on it, starts the download over.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
+import re
 import time
 import urllib.error
 import urllib.parse
@@ -48,16 +55,56 @@ def _check_hex(name: str, value: str | None) -> str | None:
 
 
 def _fetch(url: str, partial: Path, timeout: float, desc: str) -> str:
-    """Stream ``url`` into ``partial``, printing progress lines; return the SHA-256 hex digest."""
-    h = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=timeout) as resp, open(partial, "wb") as f:
-        total = resp.headers.get("Content-Length")
-        with Progress(desc, total=int(total) if total else None, unit="B", scale=True) as bar:
+    """Stream ``url`` into ``partial``, continuing it when it holds the start of the same file;
+    print progress lines; return the SHA-256 hex digest of the whole file."""
+    meta_path = partial.with_name(partial.name + ".json")
+    have = partial.stat().st_size if partial.exists() else 0
+    meta = json.loads(meta_path.read_text()) if have and meta_path.exists() else {}
+    request = urllib.request.Request(url)
+    resumable = have > 0 and meta.get("url") == url and urllib.parse.urlsplit(url).scheme in ("http", "https")
+    if resumable:
+        request.add_header("Range", f"bytes={have}-")
+        if meta.get("validator"):  # the server sends the whole file if it changed since
+            request.add_header("If-Range", meta["validator"])
+    try:
+        resp = urllib.request.urlopen(request, timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and resumable:  # the partial file is no prefix the server can continue
+            partial.unlink()
+            return _fetch(url, partial, timeout, desc)
+        raise
+    with resp:
+        status = getattr(resp, "status", 200)
+        length = resp.headers.get("Content-Length")
+        m = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", resp.headers.get("Content-Range", ""))
+        h = hashlib.sha256()
+        if resumable and status == 206 and m and int(m[1]) == have and str(meta.get("size")) in (m[2], "None"):
+            with open(partial, "rb") as f:  # the bytes already there count in the digest
+                for block in iter(lambda: f.read(_CHUNK), b""):
+                    h.update(block)
+            mode, total = "ab", int(m[2]) if m[2] != "*" else None
+            print(f"{desc}: resuming at byte {have} of {total or 'unknown'}", flush=True)
+        else:
+            mode, have = "wb", 0
+            total = int(length) if length else None
+        validator = resp.headers.get("ETag") or resp.headers.get("Last-Modified")
+        meta_path.write_text(json.dumps({"url": url, "size": total, "validator": validator}))
+        done = have
+        with open(partial, mode) as f, Progress(desc, total=total, unit="B", scale=True) as bar:
+            bar.update(have)
             for block in iter(lambda: resp.read(_CHUNK), b""):
                 f.write(block)
                 h.update(block)
+                done += len(block)
                 bar.update(len(block))
+    if total is not None and done != total:  # the connection closed early: resume on the next try
+        raise OSError(f"connection closed after {done} of {total} bytes")
     return h.hexdigest()
+
+
+def _discard(partial: Path) -> None:
+    partial.unlink(missing_ok=True)
+    partial.with_name(partial.name + ".json").unlink(missing_ok=True)
 
 
 def download(url: str, out_path: str | Path, sha256: str | None = None, sha256_prefix: str | None = None,
@@ -65,10 +112,12 @@ def download(url: str, out_path: str | Path, sha256: str | None = None, sha256_p
     """Download ``url`` (http, https or file) to ``out_path``, checking its SHA-256.
 
     ``sha256`` is the full hex digest; ``sha256_prefix`` a leading part of it, as EnCodec
-    checkpoint names carry (``encodec_24khz-d7cc33bc.th``). Network errors and HTTP 5xx are
-    retried ``retries`` times with exponential backoff; HTTP 4xx and a checksum mismatch are not.
-    On any failure the partial file is deleted and DownloadError names the URL and the file.
-    An existing ``out_path`` is overwritten: whether to download is the caller's decision.
+    checkpoint names carry (``encodec_24khz-d7cc33bc.th``). Network errors, early ends and HTTP
+    5xx are retried ``retries`` times with exponential backoff, each retry continuing the partial
+    file (HTTP Range); a failed job leaves it for the next one to continue. HTTP 4xx and a
+    checksum mismatch are not retried and delete the partial file. On failure DownloadError names
+    the URL and the file. An existing ``out_path`` is overwritten: whether to download is the
+    caller's decision.
     """
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https", "file"):
@@ -84,23 +133,24 @@ def download(url: str, out_path: str | Path, sha256: str | None = None, sha256_p
             digest = _fetch(url, partial, timeout, out.name)
             break
         except urllib.error.HTTPError as exc:
-            partial.unlink(missing_ok=True)
             if exc.code < 500:  # the server's answer will not change on retry
+                _discard(partial)
                 raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason} (downloading to {out})") from exc
             last_error = exc
-        except (urllib.error.URLError, OSError) as exc:  # refused, reset, timeout, DNS, ...
-            partial.unlink(missing_ok=True)
+        except (urllib.error.URLError, OSError) as exc:  # refused, reset, timeout, DNS, early end, ...
             last_error = exc
         if attempt < retries:
             time.sleep(backoff * 2 ** (attempt - 1))
     else:
-        raise DownloadError(f"{url}: download to {out} failed after {retries} attempts ({last_error})")
+        kept = f"; {partial} ({partial.stat().st_size} bytes) is kept and a rerun continues it" if partial.exists() else ""
+        raise DownloadError(f"{url}: download to {out} failed after {retries} attempts ({last_error}){kept}")
 
     expected = sha256 or sha256_prefix
     if (sha256 and digest != sha256) or (sha256_prefix and not digest.startswith(sha256_prefix)):
-        partial.unlink(missing_ok=True)
+        _discard(partial)
         raise DownloadError(f"{url}: checksum mismatch for {out}: expected sha256 {expected}..., got {digest}")
     os.replace(partial, out)  # atomic on one filesystem
+    partial.with_name(partial.name + ".json").unlink(missing_ok=True)
     return out
 
 
@@ -126,14 +176,17 @@ def unpack(archive: str | Path, out_dir: str | Path) -> list[str]:
     raise DownloadError(f"{archive}: not a zip or tar archive")
 
 
-def download_archives(archives: list[tuple[str, str | None]], out_dir: str | Path) -> Path:
+def download_archives(archives: list[tuple[str, str | None]], out_dir: str | Path,
+                      cache_dir: str | Path | None = None) -> Path:
     """Download each (url, sha256) archive, verify it and unpack it into ``out_dir``.
 
-    Archives are kept under ``out_dir/.archives`` so an interrupted source download resumes at
-    the first archive not yet fetched (each one is verified again by its checksum).
+    Archives are kept in ``cache_dir`` (default ``out_dir/.archives``), which the workflow puts
+    outside the rule's output, so that a killed job's partial archive survives Snakemake deleting
+    the output: the next run continues it, and an archive already complete is only verified again
+    by its checksum and unpacked.
     """
     out_dir = Path(out_dir)
-    store = out_dir / ".archives"
+    store = Path(cache_dir) if cache_dir else out_dir / ".archives"
     for url, sha in archives:
         name = url.rstrip("/").rsplit("/", 1)[-1] or "archive"
         path = store / name
@@ -160,6 +213,8 @@ def register(sub) -> None:
     p.add_argument("--archive", nargs=2, action="append", required=True, metavar=("URL", "SHA256"),
                    help="an archive and its SHA-256 ('-' when none is known); repeat for several")
     p.add_argument("--out", required=True, help="directory to unpack into")
+    p.add_argument("--cache", default=None,
+                   help="directory that keeps the archives, complete and partial (default: OUT/.archives)")
     p.set_defaults(func=cmd_download_archives)
 
 
@@ -169,4 +224,5 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 
 def cmd_download_archives(args: argparse.Namespace) -> None:
-    download_archives([(url, None if digest == "-" else digest) for url, digest in args.archive], args.out)
+    download_archives([(url, None if digest == "-" else digest) for url, digest in args.archive], args.out,
+                      args.cache)

@@ -42,7 +42,7 @@ MANIFEST_COLUMNS = ["clip_id", "source", "offset", "n_samples"]
 LIST_COLUMNS = ["path", "seconds", "shard"]  # list-audio's output (tab-separated)
 SKIPPED_COLUMNS = ["path", "reason"]
 INT16_SCALE = 32767.0
-WRITE_CHUNK_SAMPLES = 1 << 24  # samples copied at a time into audio.npy (32 MiB of int16)
+WRITE_CHUNK_SAMPLES = 1 << 20  # samples converted and copied at a time into audio.npy (2 MiB of int16)
 
 
 @dataclass

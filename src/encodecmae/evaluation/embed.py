@@ -8,8 +8,10 @@ batched.
 
 Frame t of a 24-kHz signal is centred at sample 320 t + 160, i.e. at (320 t + 160) / 24 ms.
 
-A task split is read ``BLOCK_FILES`` clips at a time and only its scene embeddings are kept, so
-memory does not grow with the split (FSD50K's training split included).
+A task split is read about ``BLOCK_SECONDS`` of audio at a time (``BLOCK_FILES`` clips at most)
+and only its scene embeddings are kept, so memory does not grow with the split (FSD50K's
+training split included); a file longer than ``LONG_FILE_SECONDS`` is read and embedded a block
+at a time, so memory does not grow with a file either.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import numpy as np
 import torch
 
 from encodecmae import CROP_SAMPLES, HOP, SAMPLE_RATE, provenance
-from encodecmae.data.audio import load_audio, resample
+from encodecmae.data.audio import load_audio, resample, stream_audio
+from encodecmae.data.shards import audio_seconds
 from encodecmae.device import resolve_device
 from encodecmae.evaluation.tasks import (
     clip_path,
@@ -38,7 +41,9 @@ from encodecmae.progress import Progress
 from encodecmae.training.checkpoints import load_model
 
 
-BLOCK_FILES = 256  # clips of a task split loaded and embedded at a time
+BLOCK_FILES = 256  # clips of a task split loaded and embedded at a time, at most ...
+BLOCK_SECONDS = 600.0  # ... and about this much audio
+LONG_FILE_SECONDS = 600.0  # a longer file is streamed (Embedder.stream_scene), not loaded whole
 
 
 def frame_times_ms(n: int) -> np.ndarray:
@@ -104,6 +109,29 @@ class Embedder:
     def scenes(self, clips: list[np.ndarray], sample_rate: int = SAMPLE_RATE, progress: bool = False) -> np.ndarray:
         return np.stack([f.mean(axis=0) for f in self.frames(clips, sample_rate, progress)]).astype(np.float32)
 
+    def stream_scene(self, path: str | Path) -> np.ndarray:
+        """The scene embedding of an audio file of any length, read and embedded a block at a
+        time: the mean of the frames of its 4-s chunks, as ``scenes`` of the whole file gives
+        (to float rounding), with memory for one block."""
+        total, count = np.zeros(self.dim, np.float64), 0
+        pending = np.zeros(0, np.float32)
+
+        def add(chunks: list[np.ndarray]) -> None:
+            nonlocal total, count
+            for f in embed_clips(self.model, chunks, self.layer, self.batch_size, self.device):
+                total += f.sum(axis=0, dtype=np.float64)
+                count += len(f)
+
+        for block in stream_audio(path, SAMPLE_RATE):
+            pending = np.concatenate([pending, block])
+            whole = len(pending) // CROP_SAMPLES * CROP_SAMPLES
+            if whole:
+                add([pending[s : s + CROP_SAMPLES] for s in range(0, whole, CROP_SAMPLES)])
+                pending = pending[whole:]
+        if len(pending):
+            add([pending])
+        return (total / count).astype(np.float32)
+
 
 def embed_task(checkpoint: str | Path, task_dir: str | Path, out: str | Path, layer: int = -1,
                batch_size: int = 16, device: str = "cpu") -> Path:
@@ -123,11 +151,28 @@ def embed_task(checkpoint: str | Path, task_dir: str | Path, out: str | Path, la
     for split in splits:
         files = split_files(task_dir, split)
         bar = Progress(f"embed {split}", total=len(files), unit="file")
-        parts = []
-        for b0 in range(0, len(files), BLOCK_FILES):  # memory holds one block's audio, not the split's
-            block = files[b0 : b0 + BLOCK_FILES]
-            parts.append(emb.scenes([load_audio(clip_path(task_dir, sr, split, f), sr) for f in block], sr))
-            bar.update(len(block))
+        parts, block, block_seconds = [], [], 0.0
+
+        def flush() -> None:  # embed the clips loaded so far, in order
+            nonlocal block, block_seconds
+            if block:
+                parts.append(emb.scenes([load_audio(p, sr) for p in block], sr))
+                bar.update(len(block))
+            block, block_seconds = [], 0.0
+
+        # memory holds one block of audio (BLOCK_SECONDS or BLOCK_FILES), not the split's
+        for path in (clip_path(task_dir, sr, split, f) for f in files):
+            seconds = audio_seconds(path)  # NaN when unreadable: load_audio names the file
+            if seconds > LONG_FILE_SECONDS:
+                flush()
+                parts.append(emb.stream_scene(path)[None])
+                bar.update(1)
+                continue
+            block.append(path)
+            block_seconds += seconds if seconds == seconds else 0.0
+            if block_seconds >= BLOCK_SECONDS or len(block) >= BLOCK_FILES:
+                flush()
+        flush()
         bar.close()
         arrays[f"emb_{split}"] = np.concatenate(parts) if parts else np.zeros((0, emb.model.cfg.d_model), np.float32)
         arrays[f"files_{split}"] = np.array(files)

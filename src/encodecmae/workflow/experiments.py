@@ -57,18 +57,6 @@ class Experiment:
             p["reset_head"] = self.teacher is not None
         return p
 
-    def run_key(self) -> str:
-        """Short hash of the settings that define a training trajectory (not its length).
-
-        Names the step-checkpoint directory: rerunning after a kill resumes the same run; a
-        changed setting starts a new one instead of continuing the wrong checkpoint; more
-        steps continue the run.
-        """
-        p = {k: v for k, v in self.train_params().items() if k not in ("steps", "checkpoint_every", "log_every",
-                                                                         "val_every")}
-        p.update(sources=self.sources, teacher=self.teacher, init=self.init)
-        return hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:10]
-
 
 def resolve(config: dict) -> dict[str, Experiment]:
     """Experiments by name, in config order; raises ConfigError naming the bad key."""
@@ -160,6 +148,45 @@ def source_shards(corpus: dict) -> dict[str, int]:
         else:
             raise ConfigError(f"corpus.sources.{name}: give n_shards or hours (the expected duration)")
     return out
+
+
+# Training settings that set the length of a run or how it is logged, not where it goes.
+LENGTH_FIELDS = ("steps", "checkpoint_every", "log_every", "val_every")
+
+
+def run_keys(config: dict, experiments: dict[str, Experiment], n_shards: dict[str, int]) -> dict[str, str]:
+    """Short hash of what defines each trained row's trajectory, not its length: the row's
+    settings, its data (the sources as configured and their shard counts), its targets (the
+    EnCodec settings that make the tokens and gamma; or the teacher's run key and steps, and the
+    self-training settings, that make the clusters) and the run it starts from (run key and steps).
+
+    Names the step-checkpoint directory: rerunning after a kill resumes the same run; more steps
+    continue it; anything the resume check compares that changes (a setting, the shard list,
+    gamma's inputs, a teacher retrained or trained longer) starts a new run instead of an error
+    or a stale checkpoint.
+    """
+    corpus = config["corpus"]
+    demo = {k: corpus[k] for k in ("demo_seed", "demo_minutes") if k in corpus}
+    encodec = {k: v for k, v in config["encodec"].items() if k != "batch_size"}
+    keys: dict[str, str] = {}
+
+    def upstream(name: str) -> dict:  # a run this one learns from: which run, and how long it ran
+        return {"run": keys[name], "steps": experiments[name].steps}
+
+    for name, exp in experiments.items():  # config order: init and teacher come first
+        if exp.released:
+            continue
+        p = {k: v for k, v in exp.train_params().items() if k not in LENGTH_FIELDS}
+        p["data"] = {s: {**corpus["sources"][s], "n_shards": n_shards[s], **(demo if corpus["sources"][s].get("demo") else {})}
+                     for s in exp.sources}
+        p["targets"] = ({"encodec": encodec} if exp.teacher is None
+                        else {"clusters_of": upstream(exp.teacher), "selftraining": config.get("selftraining", {})})
+        if exp.init is not None:
+            p["init"] = upstream(exp.init)
+        elif exp.input == "encodec":
+            p["frontend"] = encodec
+        keys[name] = hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:10]
+    return keys
 
 
 def train_args(params: dict) -> str:
