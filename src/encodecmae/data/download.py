@@ -24,6 +24,7 @@ import urllib.request
 from pathlib import Path
 
 from encodecmae.progress import Progress
+from encodecmae.provenance import sha256_file  # noqa: F401 (this module's checksum, re-exported)
 
 ENCODEC_24KHZ_URL = "https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th"
 # EnCodec names its checkpoints after the first 8 hex digits of their SHA-256.
@@ -34,15 +35,6 @@ _CHUNK = 1 << 20
 
 class DownloadError(RuntimeError):
     """A download that failed or did not match its checksum; the message names URL and file."""
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1-MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_hex(name: str, value: str | None) -> str | None:

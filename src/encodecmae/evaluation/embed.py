@@ -38,6 +38,7 @@ from encodecmae.evaluation.tasks import (
 )
 from encodecmae.model.transformer import EncodecMAE
 from encodecmae.progress import Progress
+from encodecmae.resume import BlockStore
 from encodecmae.training.checkpoints import load_model
 
 
@@ -148,16 +149,28 @@ def embed_task(checkpoint: str | Path, task_dir: str | Path, out: str | Path, la
     _, splits = task_split_names(meta, metadata_path(task_dir))
     emb = Embedder(checkpoint, device, layer, batch_size)
     arrays = {"provenance": provenance.to_npz_value(provenance.embedding_provenance(checkpoint, task_dir, layer))}
+    # a killed job's rerun continues after its last finished block (encodecmae.resume)
+    store = BlockStore(out, {"provenance": str(arrays["provenance"]), "batch_size": batch_size,
+                             "blocks": [BLOCK_FILES, BLOCK_SECONDS, LONG_FILE_SECONDS]})
     for split in splits:
         files = split_files(task_dir, split)
         bar = Progress(f"embed {split}", total=len(files), unit="file")
         parts, block, block_seconds = [], [], 0.0
 
-        def flush() -> None:  # embed the clips loaded so far, in order
+        def add(embed, n_files: int) -> None:  # the next block's scene embeddings, from an earlier run if it got there
+            name = f"{split}-{len(parts):09d}"
+            part = store.get(name)
+            if part is None:
+                part = embed()
+                store.put(name, part)
+            parts.append(part)
+            bar.update(n_files)
+
+        def flush() -> None:  # embed the clips gathered so far, in order
             nonlocal block, block_seconds
             if block:
-                parts.append(emb.scenes([load_audio(p, sr) for p in block], sr))
-                bar.update(len(block))
+                paths = block
+                add(lambda: emb.scenes([load_audio(p, sr) for p in paths], sr), len(paths))
             block, block_seconds = [], 0.0
 
         # memory holds one block of audio (BLOCK_SECONDS or BLOCK_FILES), not the split's
@@ -165,8 +178,7 @@ def embed_task(checkpoint: str | Path, task_dir: str | Path, out: str | Path, la
             seconds = audio_seconds(path)  # NaN when unreadable: load_audio names the file
             if seconds > LONG_FILE_SECONDS:
                 flush()
-                parts.append(emb.stream_scene(path)[None])
-                bar.update(1)
+                add(lambda path=path: emb.stream_scene(path)[None], 1)
                 continue
             block.append(path)
             block_seconds += seconds if seconds == seconds else 0.0
@@ -180,6 +192,7 @@ def embed_task(checkpoint: str | Path, task_dir: str | Path, out: str | Path, la
     tmp = out.with_name(out.name + ".partial.npz")
     np.savez(tmp, **arrays)
     tmp.rename(out)
+    store.close()
     return out
 
 

@@ -29,6 +29,7 @@ from encodecmae.training.checkpoints import load_model
 from encodecmae.device import resolve_device
 from encodecmae.evaluation.embed import chunk_bounds, embed_clips
 from encodecmae.progress import progress
+from encodecmae.resume import BlockStore, sha256_file
 from encodecmae.data.shards import Shard, save_targets
 from encodecmae.targets.codec import nearest_code
 
@@ -126,14 +127,25 @@ def assign_clusters(checkpoint: str | Path, kmeans: str | Path, shard_dir: str |
     chunks = [(int(o) + s, e - s) for o, n in zip(shard.manifest.offset, shard.manifest.n_samples)
               for s, e in chunk_bounds(int(n))]  # (shard offset, samples), 4 s at most
     per_block = max(1, int(block_seconds * SAMPLE_RATE) // CROP_SAMPLES)
+    # a killed job's rerun continues after its last finished block (encodecmae.resume)
+    store = BlockStore(out, {"shard": sha256_file(Path(shard_dir) / "manifest.csv"), "samples": len(shard.audio),
+                             "checkpoint": sha256_file(checkpoint), "kmeans": sha256_file(kmeans),
+                             "per_block": per_block, "batch_size": batch_size})
     for b0 in progress(range(0, len(chunks), per_block), f"assign {Path(shard_dir).name}", unit="block"):
         block = chunks[b0 : b0 + per_block]
+        f0, f1 = block[0][0] // HOP, -(-(block[-1][0] + block[-1][1]) // HOP)  # the block's frames
+        done = store.get(f"{b0:09d}")
+        if done is not None:
+            ids[:, f0:f1] = done
+            continue
         feats = embed_clips(model, [shard.segment(o, n) for o, n in block], TEACHER_LAYER, batch_size, dev)
         for (o, _), f in zip(block, feats):
             lab = nearest_code(torch.from_numpy(f).to(dev), centroids).cpu().numpy()  # exact, float64
             ids[0, o // HOP : o // HOP + len(lab)] = lab
         shard.release()
+        store.put(f"{b0:09d}", ids[:, f0:f1])
     save_targets(out, ids)
+    store.close()
     return ids
 
 
@@ -165,6 +177,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="int16 [1, frames] .npy")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="auto")
+    p.add_argument("--block-seconds", type=float, default=600.0,
+                   help="audio read and labelled at a time; a killed job's rerun continues after the last block")
     p.set_defaults(func=cmd_assign_clusters)
 
 
@@ -180,4 +194,5 @@ def cmd_fit_kmeans(args: argparse.Namespace) -> None:
 
 
 def cmd_assign_clusters(args: argparse.Namespace) -> None:
-    assign_clusters(args.checkpoint, args.kmeans, args.shard, args.out, batch_size=args.batch_size, device=args.device)
+    assign_clusters(args.checkpoint, args.kmeans, args.shard, args.out, batch_size=args.batch_size, device=args.device,
+                    block_seconds=args.block_seconds)
