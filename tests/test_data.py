@@ -1,6 +1,7 @@
 """Shards and training batches: layout, alignment, determinism, validation split."""
 
 import numpy as np
+import torch
 import pandas as pd
 import pytest
 import soundfile as sf
@@ -130,6 +131,23 @@ def test_batches_are_a_function_of_seed_and_step(tone_corpus):
     assert all((x == y).all() for x, y in zip((a.wav, a.targets, a.mask), (b.wav, b.targets, b.mask)))
     c = corpus.train_batch(4, 8, seed=0)
     assert not (a.wav == c.wav).all()
+
+
+def test_a_ranks_share_equals_its_rows_of_the_global_batch_and_reads_only_them(tone_corpus, monkeypatch):
+    """Data-parallel ranks each read only their rows; crops and masks are those of the global batch."""
+    corpus = Corpus(*tone_corpus, n_val=2, seed=0)
+    crops = []
+    real = corpus._crop
+    monkeypatch.setattr(corpus, "_crop", lambda *a: crops.append(a) or real(*a))
+    for step, mask_starts in ((3, "anywhere"), (7, "released")):
+        whole = corpus.train_batch(step, 8, seed=0, mask_starts=mask_starts)
+        for lo, hi in ((0, 2), (2, 4), (4, 8)):
+            crops.clear()
+            part = corpus.train_batch(step, 8, seed=0, mask_starts=mask_starts, rows=(lo, hi))
+            assert len(crops) == hi - lo  # audio and targets read for these rows only
+            ref = whole.slice(lo, hi)
+            for name in ("wav", "targets", "lengths", "mask"):
+                assert torch.equal(getattr(part, name), getattr(ref, name)), (step, lo, name)
 
 
 def test_validation_clips_are_held_out_and_long_clips_are_visited_more(tone_corpus):

@@ -82,25 +82,40 @@ class Corpus:
         tgt[:, :nf] = self.targets[shard][:, f0 : f0 + nf]
         return wav, tgt, nf
 
+    def _mask(self, lengths: list[int], mask_key: list[int], mask_prop: float, mask_gap: int,
+              mask_starts: str) -> torch.Tensor:
+        """Masks [B, T] of a batch of crops with these valid lengths, from a generator seeded by ``mask_key``."""
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence(mask_key).generate_state(1)[0]))
+        return span_mask(torch.tensor(lengths, dtype=torch.long), self.crop // HOP, mask_prop, mask_gap,
+                         generator=g, starts=mask_starts)
+
     def _collate(self, items, mask_key: list[int], mask_prop: float, mask_gap: int, mask_starts: str) -> Batch:
         wav, tgt, lengths = zip(*items)
-        lengths_t = torch.tensor(lengths, dtype=torch.long)
-        g = torch.Generator().manual_seed(int(np.random.SeedSequence(mask_key).generate_state(1)[0]))
-        mask = span_mask(lengths_t, self.crop // HOP, mask_prop, mask_gap, generator=g, starts=mask_starts)
-        return Batch(torch.from_numpy(np.stack(wav)), torch.from_numpy(np.stack(tgt)), lengths_t, mask)
+        mask = self._mask(list(lengths), mask_key, mask_prop, mask_gap, mask_starts)
+        return Batch(torch.from_numpy(np.stack(wav)), torch.from_numpy(np.stack(tgt)),
+                     torch.tensor(lengths, dtype=torch.long), mask)
 
     def train_batch(self, step: int, batch_size: int, seed: int, mask_prop: float = 0.5, mask_gap: int = 15,
-                    mask_starts: str = "anywhere") -> Batch:
-        """The global batch of training step ``step`` (same on every rank)."""
+                    mask_starts: str = "anywhere", rows: tuple[int, int] | None = None) -> Batch:
+        """The global batch of training step ``step`` (the same on every rank), or its ``rows``
+        (start, stop): a data-parallel rank's share. The clips, crops and masks of the whole batch
+        are drawn on every rank (cheap: they need only the clips' lengths), so a share equals
+        those rows of the global batch; the audio and targets are read only for the rows asked for.
+        """
         rng = np.random.default_rng([seed, step])
         idx = rng.choice(len(self.train_clips), size=batch_size, p=self.weights)
-        items = []
+        plan = []
         for i in idx:
             row = self.train_clips.iloc[i]
             hop_slots = max(0, (int(row.n_samples) - self.crop) // HOP)
             start = int(rng.integers(0, hop_slots + 1)) * HOP  # crops start on a frame boundary
-            items.append(self._crop(int(row.shard), int(row.offset), int(row.n_samples), start))
-        return self._collate(items, [seed, step, 1], mask_prop, mask_gap, mask_starts)
+            plan.append((int(row.shard), int(row.offset), int(row.n_samples), start))
+        lo, hi = rows if rows is not None else (0, batch_size)
+        lengths = [min(self.crop, n - start) // HOP for _, _, n, start in plan]
+        mask = self._mask(lengths, [seed, step, 1], mask_prop, mask_gap, mask_starts)[lo:hi]
+        wav, tgt, _ = zip(*(self._crop(*p) for p in plan[lo:hi]))
+        return Batch(torch.from_numpy(np.stack(wav)), torch.from_numpy(np.stack(tgt)),
+                     torch.tensor(lengths[lo:hi], dtype=torch.long), mask)
 
     def val_batches(self, batch_size: int, seed: int, mask_prop: float = 0.5, mask_gap: int = 15,
                     mask_starts: str = "anywhere"):
@@ -112,16 +127,17 @@ class Corpus:
 
 
 class StepDataset(torch.utils.data.Dataset):
-    """Map-style view indexed by step, so a DataLoader can prefetch batches in workers."""
+    """Map-style view indexed by step, so a DataLoader can prefetch batches in workers; with
+    ``rows``, each step's share of one data-parallel rank."""
 
     def __init__(self, corpus: Corpus, batch_size: int, seed: int, mask_prop: float, mask_gap: int,
-                 mask_starts: str = "anywhere"):
+                 mask_starts: str = "anywhere", rows: tuple[int, int] | None = None):
         self.corpus, self.batch_size, self.seed = corpus, batch_size, seed
-        self.mask_prop, self.mask_gap, self.mask_starts = mask_prop, mask_gap, mask_starts
+        self.mask_prop, self.mask_gap, self.mask_starts, self.rows = mask_prop, mask_gap, mask_starts, rows
 
     def __len__(self):
         return 1 << 40
 
     def __getitem__(self, step: int) -> Batch:
         return self.corpus.train_batch(step, self.batch_size, self.seed, self.mask_prop, self.mask_gap,
-                                       self.mask_starts)
+                                       self.mask_starts, self.rows)

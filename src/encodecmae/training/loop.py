@@ -212,10 +212,12 @@ def _norm(v):
 
 
 def batches(run: Run, start: int):
-    """(step number, global batch) for steps start+1 .. cfg.steps, prefetched by workers."""
+    """(step number, this rank's share of the global batch) for steps start+1 .. cfg.steps,
+    prefetched by workers."""
     cfg = run.cfg
     loader = torch.utils.data.DataLoader(
-        StepDataset(run.corpus, cfg.batch_size, cfg.seed, cfg.mask_prop, cfg.mask_gap, cfg.mask_starts),
+        StepDataset(run.corpus, cfg.batch_size, cfg.seed, cfg.mask_prop, cfg.mask_gap, cfg.mask_starts,
+                    rows=(run.rank * run.per_rank, (run.rank + 1) * run.per_rank)),  # this rank's share only
         sampler=range(start, cfg.steps), batch_size=None, num_workers=cfg.num_workers,
         pin_memory=run.device.type == "cuda", persistent_workers=False,
         # its own generator: each new iterator draws a base seed, which must not come from the
@@ -232,7 +234,7 @@ def train_step(run: Run, batch) -> dict[str, torch.Tensor]:
     weighted cross-entropy is back-propagated (over ``grad_accum`` micro-batches). Returns the
     loss parts averaged over the micro-batches."""
     cfg = run.cfg
-    mine = batch.slice(run.rank * run.per_rank, (run.rank + 1) * run.per_rank)
+    mine = batch  # this rank's rows of the global batch (``batches``)
     run.opt.zero_grad(set_to_none=True)
     acc: dict[str, torch.Tensor] = {}
     for m in range(cfg.grad_accum):
