@@ -225,6 +225,11 @@ def table_spec():
 # --- cluster resources (sized in encodecmae.workflow.resources.train_resources) --------------------------
 
 
+# A run longer than a job's time limit is done in segments, each job stopping with a checkpoint
+# before its limit; the training rule is resubmitted that many times (plus one for a failure).
+TRAIN_SEGMENTS = max([train_resources(EXPERIMENTS[n])["segments"] for n in TRAINED] or [1])
+
+
 def train_resource(key):
     """A threads/resources function: ``key`` of the model's training-job sizing."""
 

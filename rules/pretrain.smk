@@ -26,6 +26,9 @@ rule train_mae:
         mem_mb=train_resource("mem_mb"),
         runtime=train_resource("runtime"),
         nodes=1,  # torchrun --standalone: every rank on the job's one node
+    # a run of several segments (encodecmae.workflow.resources.segments): each job but the last
+    # exits with code 75 after a checkpoint and is resubmitted; None: the profile's retries
+    retries: TRAIN_SEGMENTS if TRAIN_SEGMENTS > 1 else None
     priority: CHAIN_PRIORITY
     conda:
         "../envs/torch.yaml"
@@ -46,4 +49,7 @@ rule train_mae:
         '"$@" train --shards {params.shards} --targets {params.targets} --out {output.model} '
         "--ckpt-dir {params.ckpt_dir} --metrics {params.ckpt_dir}/metrics.csv "
         "--threads $(( $ranks > 1 ? ({threads} + $ranks - 1) / $ranks : {threads} )) "
+        # under SLURM: stop with a checkpoint before the time limit (5 min before; a job of a few
+        # minutes after a quarter of it)
+        "${{SLURM_JOB_ID:+--stop-after $(( {resources.runtime} * 60 - ({resources.runtime} > 6 ? 300 : {resources.runtime} * 45) ))}} "
         "{params.settings} {params.input_flags} --resume > {log} 2>&1 && cp {params.ckpt_dir}/metrics.csv {output.metrics}"

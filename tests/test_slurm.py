@@ -24,7 +24,7 @@ import yaml
 
 from encodecmae.workflow.experiments import resolve
 from encodecmae.workflow.resources import train_resources
-from workflow_helpers import ENV, job_stats
+from workflow_helpers import ENV, edited_config, job_stats
 
 LOCAL_RULES = ("index_shards", "index_tokens", "index_clusters")  # `localrule: True` in rules/
 
@@ -58,6 +58,9 @@ def test_training_resources_grow_with_the_model():
         assert r["threads"] == r["gpu"] * r["cpus_per_gpu"] and 0 < r["runtime"] <= 2880
     # self-training runs fewer steps than pretraining, so it asks for less time
     assert train_resources(exps["mel256_base_st"])["runtime"] < base["runtime"]
+    # 500k steps of base and large take longer than one 48-h job: two segments each
+    assert base["runtime"] == large["runtime"] == 2880 and base["segments"] == large["segments"] == 2
+    assert small["segments"] == train_resources(exps["mel256_base_st"])["segments"] == 1
 
 
 def test_ci_and_demo_models_train_on_cpu():
@@ -88,6 +91,18 @@ def test_several_gpus_launch_torchrun_one_gpu_plain_train(tmp_path):
     out = dry_run_commands(tmp_path, "--set-resources", "train_mae:gpu=1")
     assert "ranks=1; if [ $ranks -gt 1 ]" in out  # so the else branch: plain `python -m encodecmae train`
     assert "else set -- python -m encodecmae; fi; \"$@\" train" in out
+
+
+def test_under_slurm_training_stops_before_its_time_limit(tmp_path):
+    """The training command gets --stop-after (the time limit less 5 minutes; a quarter of a
+    limit of a few minutes) inside a SLURM job only: a local run has no limit."""
+    for runtime, expected in ((600, 600 * 60 - 300), (2, 30)):
+        out = dry_run_commands(tmp_path, "--set-resources", f"train_mae:runtime={runtime}")
+        flag = re.search(r"(\$\{SLURM_JOB_ID:\+--stop-after [^}]*\})", out)[1]
+        for job_id, want in (("123", f"--stop-after {expected}"), ("", "")):
+            got = subprocess.run(["bash", "-c", f"SLURM_JOB_ID={job_id}; echo {flag}"], capture_output=True,
+                                 text=True, check=True).stdout.strip()
+            assert got == want, (runtime, job_id, got)
 
 
 def test_the_launch_never_starts_more_ranks_than_visible_gpus(tmp_path):
@@ -226,3 +241,40 @@ def check_slurm_run(cluster: Path, local: Path, cancelled: dict):
         assert sa == sb, rel
     pd.testing.assert_frame_equal(pd.read_csv(cluster / results / "table1.csv"),
                                   pd.read_csv(local / results / "table1.csv"))
+
+
+@pytest.mark.slow
+def test_training_longer_than_its_time_limit_finishes_across_submissions(slurm_cluster, ci_run, tmp_path):
+    """mel256_base of the CI configuration, trained for many more steps under a 2-minute limit:
+    each SLURM job stops after a quarter of it with a checkpoint (--stop-after) and exits with code
+    75, the workflow resubmits it (--retries), and the last job writes the weights that an
+    uninterrupted local run writes."""
+    steps = 1200  # ~100 s of training on this machine: 3 or more jobs of 30 s
+    cfg = edited_config(tmp_path, lambda c: (c["experiments"][1].update(steps=steps),
+                                             c["training"].update(checkpoint_every=100_000, log_every=100)))
+    results = load()["results_dir"]
+    target = f"{results}/models/mel256_base/model.pt"
+    runs = {}
+    for name in ("local", "cluster"):  # the session's data, tokens and gamma: only the training runs
+        work = runs[name] = tmp_path / name
+        shutil.copytree(ci_run / "data", work / "data")
+        (work / results).mkdir(parents=True)
+        shutil.copy2(ci_run / results / "gamma.json", work / results / "gamma.json")
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(runs["local"]),
+                          "--configfile", str(cfg), "--cores", "2", target], env=ENV, capture_output=True, text=True,
+                         timeout=1800)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    t0 = time.time()
+    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(runs["cluster"]),
+                          "--configfile", str(cfg), "--profile", "slurm", *TEST_CLUSTER_ARGS,
+                          "--set-resources", "train_mae:runtime=2", "--retries", "8", target],
+                         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=2400)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-6000:]
+    stopped = out.count("Error in rule train_mae")  # a job that stopped to be resumed exits with 75
+    print(f"{steps} steps in {stopped + 1} SLURM jobs of at most 2 min: {time.time() - t0:.0f} s")
+    assert stopped >= 2
+    log = (runs["cluster"] / results / "logs" / "train_mae" / "mel256_base.log").read_text()  # the last job's
+    assert re.search(r"resuming from \S+step_\d+\.pt at step \d+", log) and f"at step {steps}" in log
+    a, b = (torch.load(runs[n] / target, map_location="cpu", weights_only=False)["model"] for n in ("local", "cluster"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

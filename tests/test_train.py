@@ -250,3 +250,51 @@ def test_released_settings_train_resume_and_keep_the_shared_block(tone_corpus, t
     student = base_cfg(tone_corpus, tmp_path / "student", steps=2, init_from=whole.out)
     with pytest.raises(ValueError, match="pass --mask-token zeros --feedforward shared --mel-framing released"):
         train(student)
+
+
+def test_a_run_longer_than_the_time_limit_finishes_across_jobs_with_the_same_weights(tone_corpus, tmp_path):
+    """Each job stops when its time is up (stop_after), writes a step checkpoint and exits with
+    EXIT_CONTINUE; job after job resumes, and the last writes the weights an uninterrupted run
+    writes. SIGUSR1 (and SIGTERM) stop a job the same way."""
+    import encodecmae.training.loop as loop
+
+    ref = base_cfg(tone_corpus, tmp_path / "ref", steps=10, checkpoint_every=100)
+    train(ref)
+    seg = base_cfg(tone_corpus, tmp_path / "seg", steps=10, checkpoint_every=100, stop_after=1e-6, resume=True)
+    jobs = 0
+    codes = []
+    while not Path(seg.out).exists() and len(codes) < 20:
+        try:
+            train(seg)
+            codes.append(0)
+        except SystemExit as stopped:
+            codes.append(stopped.code)
+    # every job but the last did one step (its time was up at once) and stopped to be resumed
+    assert codes == [loop.EXIT_CONTINUE] * 9 + [0] and ckpt_io.load(seg.out)["step"] == 10
+    a, b = ckpt_io.load(ref.out)["model"], ckpt_io.load(seg.out)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [int(r["step"]) for r in read_metrics(seg.metrics)] == list(range(1, 11))
+
+    sig = base_cfg(tone_corpus, tmp_path / "sig", steps=10, checkpoint_every=100, resume=True)
+    real_step = loop.train_step
+    calls = []
+
+    def step_then_signal(run, batch):
+        calls.append(1)
+        if len(calls) == 4:
+            signal.raise_signal(signal.SIGUSR1)  # as `scancel --signal=USR1` would
+        return real_step(run, batch)
+
+    loop.train_step = step_then_signal
+    try:
+        with pytest.raises(SystemExit) as stopped:
+            train(sig)
+    finally:
+        loop.train_step = real_step
+        signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert stopped.value.code == loop.EXIT_CONTINUE
+    assert [p.name for p in ckpt_io.list_checkpoints(sig.ckpt_dir)] == ["step_0000004.pt"]
+    train(sig)
+    b = ckpt_io.load(sig.out)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)

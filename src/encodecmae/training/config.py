@@ -90,6 +90,8 @@ class TrainConfig:
     device: str = option("auto", "auto, cpu or cuda", role="job")
     threads: int = option(0, "torch CPU threads (0: torch's default)", role="job")
     resume: bool = option(False, "continue from the newest checkpoint in --ckpt-dir", role="job")
+    stop_after: float = option(0.0, "seconds of this job after which it checkpoints and exits with code 75, for "
+                               "a new job to resume (0: never); SIGTERM and SIGUSR1 do the same", role="job")
 
 
 def fields_with_role(*roles: str) -> frozenset[str]:

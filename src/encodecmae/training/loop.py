@@ -23,6 +23,8 @@ import json
 import math
 import os
 import random
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -45,22 +47,69 @@ from encodecmae.training.config import (ARCHITECTURE_FIELDS, EXECUTION_FIELDS, R
                                         add_arguments, from_args)
 
 
+# Exit status of a job that stopped before its last step (time limit, SIGTERM, SIGUSR1) after
+# writing a checkpoint: the workflow resubmits it (the rule's retries) and the new job resumes.
+EXIT_CONTINUE = 75
+
+
 def train(cfg: TrainConfig) -> Path:
-    """Train ``cfg.steps`` steps (continuing a resumed run) and write the final model ``cfg.out``."""
+    """Train ``cfg.steps`` steps (continuing a resumed run) and write the final model ``cfg.out``.
+
+    A job that reaches ``cfg.stop_after`` seconds, or gets SIGTERM or SIGUSR1, writes a step
+    checkpoint after the step it is in and exits with EXIT_CONTINUE; the next job resumes there.
+    """
     run = setup(cfg)
     start = restore(run)
     log = TrainingLog(run, start)
+    stop = Stopper(cfg.stop_after)
     step = start
     for step, batch in batches(run, start):
         parts = train_step(run, batch)
         if step % cfg.log_every == 0 or step == cfg.steps:
             log.write(step, parts)
-        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+        saved = step % cfg.checkpoint_every == 0 and step < cfg.steps
+        if saved:
             save(run, run.ckpt_dir / f"step_{step:07d}.pt", step, with_optimizer=True)
+        if step < cfg.steps and stop.now(run):
+            if not saved:
+                save(run, run.ckpt_dir / f"step_{step:07d}.pt", step, with_optimizer=True)
+            if run.main:
+                print(f"stopping at step {step} of {cfg.steps} ({stop.reason}); a new job resumes from "
+                      f"{run.ckpt_dir / f'step_{step:07d}.pt'}", flush=True)
+            if run.world > 1:
+                dist.destroy_process_group()
+            raise SystemExit(EXIT_CONTINUE)
     save(run, Path(cfg.out), step, with_optimizer=False)
     if run.world > 1:
         dist.destroy_process_group()
     return Path(cfg.out)
+
+
+class Stopper:
+    """When a job should stop before its last step: after ``seconds`` of it (a cluster time limit
+    minus the time to write a checkpoint), or once it got SIGTERM or SIGUSR1. All ranks agree (the
+    flag is all-reduced), so they stop after the same step."""
+
+    def __init__(self, seconds: float):
+        self.deadline = time.monotonic() + seconds if seconds > 0 else math.inf
+        self.signal: str | None = None
+        self.reason = ""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGUSR1):
+                signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signal = signal.Signals(signum).name
+
+    def now(self, run: Run) -> bool:
+        local = self.signal is not None or time.monotonic() >= self.deadline
+        if run.world > 1:
+            flag = torch.tensor([float(local)], device=run.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            local = bool(flag.item())
+        if local:
+            self.reason = f"got {self.signal}" if self.signal else "job time limit near"
+        return local
 
 
 # --- setup -------------------------------------------------------------------------------------

@@ -20,28 +20,36 @@ TRAIN_SIZING = {
 # thread each: a second thread speeds such small matrices up little, and two jobs train side by side.
 CPU_MAX_PARAMS = 1_000_000
 CPU_SIZING = {"threads": 1, "mem_mb": 2000, "steps_per_s": 0.5}
-# Longest time limit asked for (48 h, a common partition maximum): a longer run is cut there and
-# resumes from its last step checkpoint when the job is resubmitted.
+# Longest time limit asked for (48 h, a common partition maximum). A longer run is done in
+# segments: each job stops STOP_MARGIN_MIN before its limit with a step checkpoint (train
+# --stop-after) and the next job, resubmitted by the rule's retries, resumes there.
 MAX_RUNTIME_MIN = 2880
+STOP_MARGIN_MIN = 5
+
+
+def segments(runtime_min: float) -> int:
+    """Jobs a training run of ``runtime_min`` minutes takes under MAX_RUNTIME_MIN per job."""
+    return max(1, math.ceil(runtime_min / (MAX_RUNTIME_MIN - STOP_MARGIN_MIN)))
 
 
 def train_resources(exp: Experiment) -> dict:
-    """threads, gpu, cpus_per_gpu, mem_mb and runtime (minutes) of ``exp``'s training job."""
+    """threads, gpu, cpus_per_gpu, mem_mb, runtime (minutes) and segments (jobs) of ``exp``'s training."""
     n_layers, d_model, _ = SIZES[exp.size]
     n_layers, d_model = exp.arch.get("n_layers", n_layers), exp.arch.get("d_model", d_model)
     n_params = 12 * n_layers * d_model ** 2  # attention + feed-forward weights, roughly
     if exp.steps == 0:  # an untrained baseline: the job only writes the initial weights
-        return {"threads": 1, "gpu": 0, "cpus_per_gpu": 0, "mem_mb": 2000, "runtime": 10}
+        return {"threads": 1, "gpu": 0, "cpus_per_gpu": 0, "mem_mb": 2000, "runtime": 10, "segments": 1}
     if n_params < CPU_MAX_PARAMS:
         s = CPU_SIZING
         runtime = 10 + math.ceil(1.25 * exp.steps / s["steps_per_s"] / 60)
         return {"threads": s["threads"], "gpu": 0, "cpus_per_gpu": 0, "mem_mb": s["mem_mb"],
-                "runtime": min(runtime, MAX_RUNTIME_MIN)}
+                "runtime": min(runtime, MAX_RUNTIME_MIN), "segments": segments(runtime)}
     s = TRAIN_SIZING[exp.size]
     cpus_per_gpu = int(exp.train.get("num_workers", 0)) + 1
     runtime = 15 + math.ceil(1.25 * exp.steps / s["steps_per_s"] / 60)
     return {"threads": s["gpu"] * cpus_per_gpu, "gpu": s["gpu"], "cpus_per_gpu": cpus_per_gpu,
-            "mem_mb": s["gpu"] * s["mem_mb_per_gpu"], "runtime": min(runtime, MAX_RUNTIME_MIN)}
+            "mem_mb": s["gpu"] * s["mem_mb_per_gpu"], "runtime": min(runtime, MAX_RUNTIME_MIN),
+            "segments": segments(runtime)}
 
 
 # --- data and inference jobs -----------------------------------------------------------------------
