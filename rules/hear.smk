@@ -27,6 +27,7 @@ rule embed_task:
     params:
         task_dir=task_param,
         layer=config["hear"]["layer"],
+        device=DEVICE,
     threads: COMPUTE["threads"]
     resources:
         mem_mb=model_mem_mb("model"),
@@ -40,7 +41,7 @@ rule embed_task:
         f"{R}/benchmarks/embed_task/{{model}}/{{task}}.tsv"
     shell:
         "python -m encodecmae embed-task --checkpoint {input.model} --task-dir {params.task_dir} --out {output} "
-        "--layer {params.layer} --threads {threads} --device {DEVICE} > {log} 2>&1"
+        "--layer {params.layer} --threads {threads} --device {params.device} > {log} 2>&1"
 
 
 rule score_task:

@@ -14,6 +14,7 @@ rule dump_teacher_features:
         crops_per_shard=crops_per_shard,
         frames_per_crop=config["selftraining"]["frames_per_crop"],
         seed=config["selftraining"]["seed"],
+        device=DEVICE,
     threads: COMPUTE["threads"]
     resources:
         mem_mb=model_mem_mb("teacher"),
@@ -27,7 +28,7 @@ rule dump_teacher_features:
     shell:
         "OMP_NUM_THREADS={threads} python -m encodecmae dump-features --checkpoint {input.model} --shards {params.shards} "
         "--out {output} --crops-per-shard {params.crops_per_shard} --frames-per-crop {params.frames_per_crop} "
-        "--seed {params.seed} --device {DEVICE} > {log} 2>&1"
+        "--seed {params.seed} --device {params.device} > {log} 2>&1"
 
 
 rule fit_kmeans:
@@ -65,6 +66,7 @@ rule assign_clusters:
         f"{D}/selftrain/{{teacher}}/clusters/{{source}}/{{shard}}.npy",
     params:
         shard=input_parent("manifest"),
+        device=DEVICE,
     threads: COMPUTE["threads"]
     resources:
         mem_mb=data_resource("assign", None, "teacher", "mem_mb"),
@@ -79,7 +81,7 @@ rule assign_clusters:
         f"{D}/benchmarks/assign_clusters/{{teacher}}/{{source}}/{{shard}}.tsv"
     shell:
         "OMP_NUM_THREADS={threads} python -m encodecmae assign-clusters --checkpoint {input.model} --kmeans {input.kmeans} "
-        "--shard {params.shard} --out {output} --device {DEVICE} > {log} 2>&1"
+        "--shard {params.shard} --out {output} --device {params.device} > {log} 2>&1"
 
 
 rule index_clusters:

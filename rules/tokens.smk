@@ -56,6 +56,7 @@ rule tokenize_shard:
         shard=input_parent("manifest"),
         n_q=ENC["n_q"],
         batch_size=ENC["batch_size"],
+        device=DEVICE,
     threads: COMPUTE["threads"]
     resources:
         mem_mb=data_resource("tokenize", shard_hours, key="mem_mb"),
@@ -70,7 +71,7 @@ rule tokenize_shard:
         f"{D}/benchmarks/tokenize_shard/{{source}}/{{shard}}.tsv"
     shell:
         "OMP_NUM_THREADS={threads} python -m encodecmae tokenize --shard {params.shard} --checkpoint {input.encodec} "
-        "--out {output} --n-q {params.n_q} --batch-size {params.batch_size} --device {DEVICE} > {log} 2>&1"
+        "--out {output} --n-q {params.n_q} --batch-size {params.batch_size} --device {params.device} > {log} 2>&1"
 
 
 rule estimate_gamma:

@@ -18,9 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from encodecmae.provenance import sha256_file
-
-__all__ = ["BlockStore", "sha256_file"]
 
 
 class BlockStore:

@@ -29,7 +29,8 @@ from encodecmae.training.checkpoints import load_model
 from encodecmae.device import resolve_device
 from encodecmae.evaluation.embed import chunk_bounds, embed_clips
 from encodecmae.progress import progress
-from encodecmae.resume import BlockStore, sha256_file
+from encodecmae.provenance import sha256_file
+from encodecmae.resume import BlockStore
 from encodecmae.data.shards import Shard, save_targets
 from encodecmae.targets.codec import nearest_code
 

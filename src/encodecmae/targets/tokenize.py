@@ -12,7 +12,8 @@ from encodecmae import HOP, SAMPLE_RATE
 from encodecmae.data.shards import Shard, save_targets
 from encodecmae.targets.codec import N_Q, EncodecTokenizer, map_batched
 from encodecmae.progress import Progress
-from encodecmae.resume import BlockStore, sha256_file
+from encodecmae.provenance import sha256_file
+from encodecmae.resume import BlockStore
 from encodecmae.targets.gamma import codebook_usage
 
 
