@@ -223,7 +223,17 @@ def check_slurm_run(cluster: Path, local: Path, cancelled: dict):
     assert m, log[-2000:]
     steps = load()["experiments"][1]["steps"]
     assert int(m[1]) == int(m[2]) and 0 < int(m[2]) < steps
-    assert f"step_{int(m[2]):07d}.pt" in cancelled["checkpoints"]
+    # scancel sends SIGTERM: the job checkpoints the step it is on before it exits, so the resumed
+    # step is the last checkpoint seen before the cancel or a later one, never an earlier one
+    seen = max(int(re.search(r"\d+", name)[0]) for name in cancelled["checkpoints"])
+    assert int(m[2]) >= seen, (m[2], cancelled["checkpoints"])
+    # the jobs' history outlives each job's log (replaced on resubmission)
+    jobs = next((cluster / results / "models" / "mel256_base" / "checkpoints").glob("*/jobs.log")).read_text()
+    assert f"SLURM job {cancelled['jobs'][0]} starts at step 0 of {steps}" in jobs, jobs
+    if int(m[2]) > seen:
+        assert f"SLURM job {cancelled['jobs'][0]} stops at step {int(m[2])} of {steps} (got SIGTERM)" in jobs, jobs
+    assert re.search(rf"SLURM job \d+ starts at step {int(m[2])} of {steps}\n.*finished at step {steps} of {steps}\n$",
+                     jobs), jobs
     assert f"at step {steps}" in log
 
     # same results as the uninterrupted local run: the resumed model, every score and the table
@@ -276,5 +286,11 @@ def test_training_longer_than_its_time_limit_finishes_across_submissions(slurm_c
     assert stopped >= 2
     log = (runs["cluster"] / results / "logs" / "train_mae" / "mel256_base.log").read_text()  # the last job's
     assert re.search(r"resuming from \S+step_\d+\.pt at step \d+", log) and f"at step {steps}" in log
+    # every job's start and stop in the checkpoint directory's history: each resumes where the last stopped
+    jobs = next((runs["cluster"] / results / "models" / "mel256_base" / "checkpoints").glob("*/jobs.log")).read_text()
+    events = re.findall(r"SLURM job \d+ (starts|stops|finished) at step (\d+)", jobs)
+    assert [e for e, _ in events] == ["starts", "stops"] * stopped + ["starts", "finished"], jobs
+    assert all(events[i][1] == events[i + 1][1] for i in range(1, len(events) - 1, 2)), jobs
+    assert events[0][1] == "0" and events[-1][1] == str(steps), jobs
     a, b = (torch.load(runs[n] / target, map_location="cpu", weights_only=False)["model"] for n in ("local", "cluster"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -220,6 +220,8 @@ def dvc_tracked_files(root: Path) -> dict[str, bytes]:
     for out in outs:
         path = root / out
         for f in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
+            if f.name == "jobs.log":  # the training jobs' history (times, job ids), beside the checkpoints
+                continue
             files[str(f.relative_to(root))] = f.read_bytes()
     return files
 

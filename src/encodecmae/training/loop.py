@@ -62,6 +62,7 @@ def train(cfg: TrainConfig) -> Path:
     start = restore(run)
     log = TrainingLog(run, start)
     stop = Stopper(cfg.stop_after)
+    record_job(run, f"starts at step {start} of {cfg.steps}")
     step = start
     for step, batch in batches(run, start):
         parts = train_step(run, batch)
@@ -76,13 +77,32 @@ def train(cfg: TrainConfig) -> Path:
             if run.main:
                 print(f"stopping at step {step} of {cfg.steps} ({stop.reason}); a new job resumes from "
                       f"{run.ckpt_dir / f'step_{step:07d}.pt'}", flush=True)
+            record_job(run, f"stops at step {step} of {cfg.steps} ({stop.reason})")
             if run.world > 1:
                 dist.destroy_process_group()
             raise SystemExit(EXIT_CONTINUE)
     save(run, Path(cfg.out), step, with_optimizer=False)
+    record_job(run, f"finished at step {step} of {cfg.steps}")
     if run.world > 1:
         dist.destroy_process_group()
     return Path(cfg.out)
+
+
+JOBS_LOG = "jobs.log"
+
+
+def record_job(run: Run, event: str) -> None:
+    """One line in the checkpoint directory's ``jobs.log`` (main rank): the history of the jobs
+    that trained this run, which outlives each job's own log (the workflow replaces that one
+    when it resubmits the job)."""
+    if not run.main:
+        return
+    job = os.environ.get("SLURM_JOB_ID")
+    who = f"SLURM job {job}" if job else f"process {os.getpid()}"
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    run.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    with open(run.ckpt_dir / JOBS_LOG, "a") as f:
+        f.write(f"{stamp} {who} {event}\n")
 
 
 class Stopper:
