@@ -56,6 +56,33 @@ def test_prefix_check(server, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("algo", ["md5", "sha1", "sha256"])
+def test_published_checksums_of_each_kind(server, tmp_path, algo):
+    """Datasets publish MD5 (OpenSLR, Libri-Light, Zenodo), SHA-1 (FMA) or SHA-256."""
+    from encodecmae.data.download import parse_checksum
+
+    url = f"{server}/weights-{DIGEST[:8]}.th"
+    good = f"{algo}:{hashlib.new(algo, PAYLOAD).hexdigest().upper()}"
+    assert parse_checksum(good) == (algo, hashlib.new(algo, PAYLOAD).hexdigest())
+    out = download(url, tmp_path / "ok.th", checksum=good)
+    assert out.read_bytes() == PAYLOAD
+    bad = f"{algo}:{'0' * len(hashlib.new(algo).hexdigest())}"
+    with pytest.raises(DownloadError, match=f"expected {algo} 0+, got {hashlib.new(algo, PAYLOAD).hexdigest()}"):
+        download(url, tmp_path / "bad.th", checksum=bad)
+    assert not (tmp_path / "bad.th").exists() and not (tmp_path / "bad.th.partial").exists()
+
+
+def test_malformed_checksums_are_refused_before_downloading():
+    from encodecmae.data.download import parse_checksum
+
+    assert parse_checksum(None) is None and parse_checksum("-") is None
+    assert parse_checksum(DIGEST) == ("sha256", DIGEST)  # a bare digest is a SHA-256
+    for bad, why in [("crc32:1234abcd", "unknown algorithm"), ("md5:abc", "32 hexadecimal"),
+                     (f"sha1:{'g' * 40}", "40 hexadecimal")]:
+        with pytest.raises(ValueError, match=why):
+            parse_checksum(bad)
+
+
 def test_checksum_mismatch_leaves_nothing(server, tmp_path):
     url = f"{server}/weights-{DIGEST[:8]}.th"
     out = tmp_path / "weights.th"
