@@ -191,3 +191,14 @@ def test_a_long_file_goes_through_a_scratch_file_with_the_same_shard(tmp_path, m
     assert a.manifest.equals(b.manifest) and np.array_equal(np.asarray(a.audio), np.asarray(b.audio))
     assert abs(np.abs(a.clip(1)).max() - 1.0) < 1e-3  # a peak of 1.5 scaled to full range, not clipped
     assert not list((tmp_path / "b").glob("*.f32")) and not list((tmp_path / "b").glob("*.raw"))
+
+
+def test_listing_skips_hidden_files_and_folders(tmp_path):
+    """A killed download's scratch folder (.tmp-*) or macOS's ._ files are not the source's audio."""
+    from encodecmae.data.shards import list_audio
+
+    x = np.zeros(2400, dtype=np.float32)
+    for rel in ["a/clip.flac", "b.wav", "a/.tmp-host-1-x/half.flac", "._b.wav"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / rel, x, 24000)
+    assert list_audio(tmp_path) == [str(tmp_path / "a" / "clip.flac"), str(tmp_path / "b.wav")]

@@ -242,11 +242,14 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".opus")
 
 
 def list_audio(source_dir: str | Path) -> list[str]:
-    """Every audio file under ``source_dir``, sorted (so shard plans never depend on directory order)."""
+    """Every audio file under ``source_dir``, sorted (so shard plans never depend on directory
+    order). Hidden files and folders are not the source's audio (a download's scratch folder,
+    macOS's ``._`` files)."""
     source_dir = Path(source_dir)
     if not source_dir.is_dir():
         raise FileNotFoundError(f"{source_dir}: source directory not found")
-    files = sorted(str(p) for p in source_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    files = sorted(str(p) for p in source_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(source_dir).parts))
     if not files:
         raise ValueError(f"{source_dir}: no audio files ({', '.join(AUDIO_EXTENSIONS)})")
     return files
