@@ -107,7 +107,10 @@ HEAR_SPLIT_MODES = {"trainvaltest": "train_valid_test", "new_split_kfold": "fold
 def task_split_names(meta: dict, meta_path: str | Path) -> tuple[str, list[str]]:
     """The task's mode (train_valid_test or folds) and its split names, from our metadata
     (``mode``) or hear-preprocess's (``split_mode``)."""
-    mode = meta.get("mode") or HEAR_SPLIT_MODES.get(meta.get("split_mode", ""))
+    # hear-preprocess writes its own "mode" too (the task's size: "full", "50h"): ours only when
+    # it is one of ours, else the split mode
+    mode = meta.get("mode") if meta.get("mode") in ("train_valid_test", "folds") else None
+    mode = mode or HEAR_SPLIT_MODES.get(meta.get("split_mode", ""))
     if mode == "train_valid_test":
         return mode, ["train", "valid", "test"]
     if mode == "folds":
