@@ -43,6 +43,7 @@ include: "rules/pretrain.smk"
 include: "rules/selftrain.smk"
 include: "rules/released.smk"
 include: "rules/hear.smk"
+include: "rules/asr.smk"
 include: "rules/report.smk"
 
 
@@ -51,12 +52,19 @@ rule all:
         f"{R}/table1.md",
         f"{R}/table1.csv",
         expand(f"{R}/plots/{{model}}.png", model=TRAINED),
+        f"{R}/data_summary.md",
+        asr_data(),
     default_target: True
 
 
 rule pretrain_all:
     input:
         expand(f"{R}/models/{{model}}/model.pt", model=EXPERIMENTS),
+
+
+rule asr_data:
+    input:
+        asr_data(),
 
 
 rule hear_all:

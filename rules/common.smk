@@ -2,7 +2,9 @@
 # (encodecmae.workflow.experiments); these functions only map wildcards to paths and parameters.
 import json
 import math
+import posixpath
 import shlex
+import urllib.parse
 from pathlib import Path
 
 from encodecmae.workflow.experiments import resolve, run_keys, source_shards, train_args
@@ -21,6 +23,7 @@ SOURCES = config["corpus"]["sources"]
 N_SHARDS = source_shards(config["corpus"])  # by duration: expected hours / shard_hours
 RUN_KEYS = run_keys(config, EXPERIMENTS, N_SHARDS)  # names each training run's checkpoint directory
 TASKS = config["tasks"]
+ASR = config.get("asr", {})  # the ASR evaluation's downloads (LibriSpeech, LM, lexicon); none in the demo
 # Threads and GPU of the jobs that run a network over audio; their time limits follow from these.
 COMPUTE = config["compute"]
 DEVICE = "cuda" if COMPUTE["gpu"] else "cpu"
@@ -39,6 +42,8 @@ wildcard_constraints:
     task="|".join(TASKS),
     release="|".join(RELEASED) or "^$",
     shard=r"\d{3}\d*",  # 000 ... 999, 1000 ... (Snakemake reads {3,} as no quantifier)
+    part=r"\d{4}\d*",  # download jobs of a YouTube source: 0000, 0001, ...
+    split="|".join(ASR.get("librispeech", {})) or "^$",
 
 
 def input_parent(key):
@@ -76,13 +81,15 @@ def shard_manifests(sources):
 
 
 def source_input(wildcards):
-    """The rule output that holds a source's audio; none for a directory the user fills (its
+    """The rule outputs that hold a source's audio; none for a directory the user fills (its
     absence is list-audio's error, at run time, so that the workflow plans without the data)."""
     src = SOURCES[wildcards.source]
     if src.get("demo"):
         return f"{D}/raw/demo"
     if src.get("archives"):
         return f"{D}/downloads/{wildcards.source}"
+    if src.get("youtube"):
+        return youtube_status_tables([wildcards.source])
     return []
 
 
@@ -90,13 +97,64 @@ def source_dir(wildcards):
     src = SOURCES[wildcards.source]
     if src.get("demo"):
         return f"{D}/raw/demo/{wildcards.source}"
+    if src.get("youtube"):
+        return f"{D}/downloads/{wildcards.source}/audio"
     return f"{D}/downloads/{wildcards.source}" if src.get("archives") else src["path"]
 
 
+def checksum_arg(spec):
+    """The checksum a download is verified against, as the download commands take it: what the
+    dataset publishes (sha256:, sha1: or md5:), '-' for none."""
+    algo = next((a for a in ("sha256", "sha1", "md5") if spec.get(a)), None)
+    return f"{algo}:{spec[algo]}" if algo else "-"
+
+
+def url_name(url):
+    """The file name a URL ends in."""
+    return posixpath.basename(urllib.parse.urlsplit(url).path)
+
+
 def archive_flags(wildcards):
-    """--archive URL SHA256 for each archive of a downloaded source ('-': no checksum given)."""
+    """--archive URL CHECKSUM for each archive of a downloaded source."""
     archives = SOURCES[wildcards.source]["archives"]
-    return " ".join(f"--archive {shlex.quote(a['url'])} {a.get('sha256') or '-'}" for a in archives)
+    return " ".join(f"--archive {shlex.quote(a['url'])} {checksum_arg(a)}" for a in archives)
+
+
+# YouTube sources (AudioSet): the segment lists, then download jobs ("parts") of segments_per_job
+# segments each; the number of parts is planned from the configured segment count.
+def youtube_parts(source):
+    yt = SOURCES[source]["youtube"]
+    return [f"{i:04d}" for i in range(math.ceil(yt["segments"] / yt["segments_per_job"]))]
+
+
+def youtube_status_tables(sources):
+    return [f"{D}/downloads/{s}/status/{p}.tsv" for s in sources if SOURCES[s].get("youtube") for p in youtube_parts(s)]
+
+
+def segment_list_files(wildcards):
+    lists = SOURCES[wildcards.source]["youtube"]["segment_lists"]
+    return [f"{D}/downloads/{wildcards.source}/lists/{url_name(x['url'])}" for x in lists]
+
+
+def segment_list_spec(wildcards):
+    lists = SOURCES[wildcards.source]["youtube"]["segment_lists"]
+    return next(x for x in lists if url_name(x["url"]) == wildcards.filename)
+
+
+def segment_list_url(wildcards):
+    return segment_list_spec(wildcards)["url"]
+
+
+def segment_list_checksum(wildcards):
+    return checksum_arg(segment_list_spec(wildcards))
+
+
+def youtube_flags(wildcards):
+    yt = SOURCES[wildcards.source]["youtube"]
+    flags = (f"--parts {len(youtube_parts(wildcards.source))} --per-job {yt['segments_per_job']} "
+             f"--url-template {shlex.quote(yt['url_template'])} --parallel {yt['parallel']} --retries {yt['retries']} "
+             f"--timeout {yt['timeout']} --max-failed-fraction {yt['max_failed_fraction']}")
+    return flags + (f" --rate-limit {shlex.quote(str(yt['rate_limit']))}" if yt.get("rate_limit") else "")
 
 
 def n_shards(wildcards):
@@ -188,18 +246,65 @@ def crops_per_shard(wildcards):
 
 
 def task_dir(task):
-    spec = TASKS[task]
-    if spec.get("demo"):
+    """A task's folder as the evaluation reads it: a generated demo task, or a HEAR task prepared
+    at 24 kHz (from its downloaded archive or from a directory the user has)."""
+    if TASKS[task].get("demo"):
         return f"{D}/tasks/demo/{task}"
-    if spec.get("archive"):
-        return f"{D}/tasks/hear/{task}"
-    return spec["path"]
+    return f"{D}/tasks/hear/{task}"
 
 
 def task_inputs(tasks):
-    """The rule outputs that hold these tasks; none for a directory the user prepared (checked by
-    the command at run time, so that the workflow plans before the data is there)."""
-    return [task_dir(t) for t in tasks if TASKS[t].get("demo") or TASKS[t].get("archive")]
+    return [task_dir(t) for t in tasks]
+
+
+def hear_archive(task):
+    return f"{D}/downloads/hear/{task}/{url_name(TASKS[task]['archive'])}"
+
+
+def hear_task_source_input(wildcards):
+    """The downloaded archive of a task; none for a directory the user prepared (checked by the
+    command at run time, so that the workflow plans before the data is there)."""
+    return hear_archive(wildcards.task) if TASKS[wildcards.task].get("archive") else []
+
+
+def hear_task_source(wildcards):
+    spec = TASKS[wildcards.task]
+    return hear_archive(wildcards.task) if spec.get("archive") else spec["path"]
+
+
+def hear_archive_url(wildcards):
+    return TASKS[wildcards.task]["archive"]
+
+
+def hear_archive_checksum(wildcards):
+    return checksum_arg(TASKS[wildcards.task])
+
+
+def hear_upsample_flag(wildcards):
+    return "--allow-upsampling" if TASKS[wildcards.task]["upsample"] else ""
+
+
+# The ASR evaluation's downloads.
+def asr_data():
+    """Every download of the ASR evaluation (none when the configuration has no asr section)."""
+    files = [f"{D}/asr/librispeech/{split}" for split in ASR.get("librispeech", {})]
+    return files + [f"{D}/asr/{kind}/{url_name(ASR[kind]['url'])}" for kind in ("lm", "lexicon") if kind in ASR]
+
+
+def librispeech_url(wildcards):
+    return ASR["librispeech"][wildcards.split]["url"]
+
+
+def librispeech_checksum(wildcards):
+    return checksum_arg(ASR["librispeech"][wildcards.split])
+
+
+def asr_file_url(wildcards):
+    return ASR[wildcards.kind]["url"]
+
+
+def asr_file_checksum(wildcards):
+    return checksum_arg(ASR[wildcards.kind])
 
 
 def task_input(wildcards):

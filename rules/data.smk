@@ -40,6 +40,48 @@ rule download_source:
         "python -m encodecmae download-archives {params.archives} --out {output} --cache {params.cache} > {log} 2>&1"
 
 
+# AudioSet from YouTube. The official segment lists first; then each job downloads its part of
+# them with yt-dlp (only each segment's 10 s, audio only, 24 kHz mono FLAC). The audio and the
+# job's ledger go to downloads/SOURCE/audio/PART/, outside the rule's output (the part's status
+# table), so what a failed or killed job got survives: the rerun skips what is on disk and what
+# is gone for good, and retries the transient failures. Local rules, like every download.
+rule download_segment_list:
+    output:
+        f"{D}/downloads/{{source}}/lists/{{filename}}",
+    params:
+        url=segment_list_url,
+        checksum=segment_list_checksum,
+    localrule: True
+    priority: CHAIN_PRIORITY
+    conda:
+        "../envs/data.yaml"
+    log:
+        f"{D}/logs/download_segment_list/{{source}}/{{filename}}.log",
+    shell:
+        "python -m encodecmae download --url {params.url:q} --checksum {params.checksum} --out {output} > {log} 2>&1"
+
+
+rule download_youtube_part:
+    input:
+        segment_list_files,
+    output:
+        f"{D}/downloads/{{source}}/status/{{part}}.tsv",
+    params:
+        audio_dir=f"{D}/downloads/{{source}}/audio/{{part}}",
+        flags=youtube_flags,
+    localrule: True
+    priority: CHAIN_PRIORITY
+    conda:
+        "../envs/data.yaml"
+    log:
+        f"{D}/logs/download_youtube_part/{{source}}/{{part}}.log",
+    shell:
+        # cookies or a proxy, if any, reach yt-dlp through ENCODECMAE_YTDLP_COOKIES and
+        # ENCODECMAE_YTDLP_PROXY in the environment, never through the command line or the log
+        "python -m encodecmae download-youtube --segment-lists {input} --part {wildcards.part} --audio-dir {params.audio_dir} "
+        "--status {output} {params.flags} > {log} 2>&1"
+
+
 rule list_source:
     input:
         source_input,

@@ -37,3 +37,24 @@ rule plot_curves:
         f"{R}/logs/plot_curves/{{model}}.log",
     shell:
         "python -m encodecmae plot-curves --metrics {input} --out {output} --title {wildcards.model} > {log} 2>&1"
+
+
+# What data the run obtained: clips and hours per source, skipped files, YouTube losses by reason,
+# clips per task split.
+rule summarize_data:
+    input:
+        manifests=shard_manifests(SOURCES),
+        status=youtube_status_tables(SOURCES),
+        tasks=task_inputs(TASKS),
+    output:
+        md=report(f"{R}/data_summary.md", caption="../workflow/report/data_summary.rst", category="Data"),
+        csv=f"{R}/data_summary.csv",
+    resources:
+        runtime=30,
+    conda:
+        "../envs/report.yaml"
+    log:
+        f"{R}/logs/summarize_data.log",
+    shell:
+        "python -m encodecmae summarize-data --manifests {input.manifests} --status {input.status} "
+        "--task-dirs {input.tasks} --out-md {output.md} --out-csv {output.csv} > {log} 2>&1"

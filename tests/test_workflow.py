@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from workflow_helpers import CI_CONFIG, ENV, REPO, edited_config, job_stats, snakemake
 import yaml
 
@@ -73,15 +74,27 @@ def test_paper_configuration_plans_from_an_empty_checkout_without_torch(tmp_path
     n = sum(shards.values())
     # teachers: mel256_base and mel256_base_st (all sources), their AudioSet-only pair, the LL6K-only base
     teacher_shards = 2 * n + 2 * shards["audioset"] + shards["librilight6k"]
+    parts = -(-2_042_985 // 4000)  # AudioSet's unbalanced list in jobs of 4,000 segments
     assert jobs == Counter({
+        "download_segment_list": 1, "download_youtube_part": parts,
         "download_source": 2, "list_source": 3, "resample_shard": n, "index_shards": 3,
         "download_encodec": 1, "tokenize_shard": n, "index_tokens": 3, "estimate_gamma": 1,
         "train_mae": 16, "dump_teacher_features": 5, "fit_kmeans": 5, "assign_clusters": teacher_shards,
         "index_clusters": 3 + 1 + 3 + 1 + 1,
         "download_released": 5, "import_released": 5,
-        "embed_task": 21 * 6, "score_task": 21 * 6, "plot_curves": 16, "make_table": 1, "all": 1,
+        "download_hear_task": 6, "prepare_hear_task": 6,
+        "embed_task": 21 * 6, "score_task": 21 * 6, "plot_curves": 16, "make_table": 1,
+        "download_librispeech": 3, "download_asr_file": 2, "summarize_data": 1, "all": 1,
     })
     assert sum(jobs.values()) < 12_000
+    # nothing placed by hand: every source and task comes from a download rule
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    assert not [s for s, spec in paper["corpus"]["sources"].items() if "path" in spec]
+    assert not [t for t, spec in paper["tasks"].items() if "path" in spec]
+    # downloads run where Snakemake runs (which has the internet), never on a compute node
+    rules = "".join(f.read_text() for f in (REPO / "rules").glob("*.smk"))
+    local = set(re.findall(r"^rule (\w+):\n(?:    .*\n|\n)*?    localrule: True", rules, re.M))
+    assert {r for r in jobs if r.startswith("download_")} <= local, local
 
 
 def job_resources(output: str) -> list[tuple[str, dict[str, str], dict[str, int]]]:
@@ -106,7 +119,8 @@ def check_paper_data_jobs_fit(jobs):
 
     seen = Counter()
     for rule, wildcards, r in jobs:
-        if rule not in ("resample_shard", "tokenize_shard", "dump_teacher_features", "assign_clusters", "embed_task"):
+        if rule not in ("resample_shard", "tokenize_shard", "dump_teacher_features", "assign_clusters", "embed_task",
+                        "prepare_hear_task"):
             continue
         seen[rule] += 1
         assert 0 < r["mem_mb"] <= 16_000, (rule, wildcards, r)
@@ -115,7 +129,8 @@ def check_paper_data_jobs_fit(jobs):
             assert r["runtime"] <= data_runtime("tokenize", 12.0, 8) <= 60, (wildcards, r)
         if rule == "assign_clusters":
             assert r["runtime"] <= 120, (wildcards, r)
-    assert set(seen) == {"resample_shard", "tokenize_shard", "dump_teacher_features", "assign_clusters", "embed_task"}
+    assert set(seen) == {"resample_shard", "tokenize_shard", "dump_teacher_features", "assign_clusters", "embed_task",
+                         "prepare_hear_task"}
     by_task = {w["task"]: r["runtime"] for rule, w, r in jobs if rule == "embed_task" and w["model"] == "mel256_large"}
     assert by_task["fsd50k-v1.0-full"] == max(by_task.values())  # 108 h of audio, the most
 
@@ -155,6 +170,15 @@ def test_end_to_end_writes_table_logs_and_benchmarks(ci_run):
     assert train_data["untrained"] == train_data["mel256_base"] == train_data["mel256_large"]
     assert len({train_data["mel256_base"], train_data["mel256_base_st"], train_data["mel256_large_st"]}) == 3
     assert "Provenance" in md
+    # what data the run got: clips and hours per source as the shards hold them, clips per task split
+    summary = pd.read_csv(ci_run / "results" / "data_summary.csv").set_index("source")
+    assert sorted(summary.index) == ["environment", "music", "speech"]
+    for source, row in summary.iterrows():
+        manifests = [pd.read_csv(m) for m in (ci_run / "data" / "shards" / source).glob("*/manifest.csv")]
+        assert row["clips"] == sum(len(m) for m in manifests) > 0
+        assert row["hours"] == pytest.approx(sum(m.n_samples.sum() for m in manifests) / 24000 / 3600)
+    data_md = (ci_run / "results" / "data_summary.md").read_text()
+    assert "| speech |" in data_md and "## Downstream tasks" in data_md and "| pitch |" in data_md
     # every rule wrote a log; heavy rules a benchmark file
     logs = {p.relative_to(ci_run) for p in ci_run.rglob("logs/**/*.log")}
     for rule in ["make_demo_corpus", "fit_codebooks", "estimate_gamma", "fit_kmeans", "make_table"]:

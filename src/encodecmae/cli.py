@@ -26,6 +26,8 @@ COMMANDS = {
     "estimate-gamma": "encodecmae.targets.gamma",
     "download": "encodecmae.data.download",
     "download-archives": "encodecmae.data.download",
+    "download-youtube": "encodecmae.data.youtube",
+    "prepare-hear-task": "encodecmae.data.hear_tasks",
     "train": "encodecmae.training.loop",
     "import-released": "encodecmae.model.released",
     "dump-features": "encodecmae.selftrain.clusters",
@@ -39,6 +41,7 @@ COMMANDS = {
     "make-table": "encodecmae.report.table",
     "plot-curves": "encodecmae.report.curves",
     "table-metrics": "encodecmae.report.sharing",
+    "summarize-data": "encodecmae.report.data_summary",
 }
 
 
