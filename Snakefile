@@ -1,5 +1,6 @@
-# EnCodecMAE reproduction workflow: corpus -> 24 kHz shards -> EnCodec tokens -> pretraining ->
-# self-training -> large model from the base+ST clusters -> HEAR evaluation -> Table 1.
+# EnCodecMAE reproduction workflow: downloads -> corpus -> 24 kHz shards -> EnCodec tokens ->
+# pretraining -> self-training -> large model from the base+ST clusters -> HEAR evaluation ->
+# Table 1, and the SUPERB ASR evaluation -> Table 2 (for the models asr.models names).
 # Plain `snakemake --cores all` runs the embedded demo (config/config.yaml); the paper's runs
 # use `--configfile config/paper.yaml`.
 import sys
@@ -54,6 +55,7 @@ rule all:
         expand(f"{R}/plots/{{model}}.png", model=TRAINED),
         f"{R}/data_summary.md",
         asr_data(),
+        [f"{R}/table2.md"] if ASR_MODELS else [],
     default_target: True
 
 
@@ -65,6 +67,11 @@ rule pretrain_all:
 rule asr_data:
     input:
         asr_data(),
+
+
+rule asr_all:
+    input:
+        expand(f"{R}/asr/{{model}}/scores.json", model=ASR_MODELS),
 
 
 rule hear_all:

@@ -8,7 +8,8 @@ import urllib.parse
 from pathlib import Path
 
 from encodecmae.workflow.experiments import resolve, run_keys, source_shards, train_args
-from encodecmae.workflow.resources import data_mem_mb, data_runtime, encoder_size, train_resources
+from encodecmae.workflow.resources import (asr_train_resources, data_mem_mb, data_runtime, encoder_size,
+                                           train_resources)
 
 D = config["data_dir"]
 # The corpus -> tokens -> pretraining -> self-training chain is the critical path: its jobs go
@@ -44,6 +45,7 @@ wildcard_constraints:
     shard=r"\d{3}\d*",  # 000 ... 999, 1000 ... (Snakemake reads {3,} as no quantifier)
     part=r"\d{4}\d*",  # download jobs of a YouTube source: 0000, 0001, ...
     split="|".join(ASR.get("librispeech", {})) or "^$",
+    role="train|dev|test",
 
 
 def input_parent(key):
@@ -284,11 +286,64 @@ def hear_upsample_flag(wildcards):
     return "--allow-upsampling" if TASKS[wildcards.task]["upsample"] else ""
 
 
-# The ASR evaluation's downloads.
+# The ASR evaluation (Table 2): its data, LibriSpeech or the demo's synthetic speech.
+ASR_MODELS = list(ASR.get("models", {}))  # checked against the experiments by resolve()
+# the SUPERB roles of LibriSpeech's splits: train, select the model on dev, report on test
+LIBRISPEECH_ROLES = {"train": "train-clean-100", "dev": "dev-clean", "test": "test-clean"}
+
+
 def asr_data():
     """Every download of the ASR evaluation (none when the configuration has no asr section)."""
     files = [f"{D}/asr/librispeech/{split}" for split in ASR.get("librispeech", {})]
     return files + [f"{D}/asr/{kind}/{url_name(ASR[kind]['url'])}" for kind in ("lm", "lexicon") if kind in ASR]
+
+
+def asr_split_input(wildcards):
+    """Where a split's utterances come from (a rule's output): the demo set, or a LibriSpeech split."""
+    if ASR.get("demo"):
+        return f"{D}/asr/demo"
+    return f"{D}/asr/librispeech/{LIBRISPEECH_ROLES[wildcards.role]}"
+
+
+def asr_split_dir(wildcards):
+    if ASR.get("demo"):
+        return f"{D}/asr/demo/{wildcards.role}"
+    return f"{D}/asr/librispeech/{LIBRISPEECH_ROLES[wildcards.role]}"
+
+
+def asr_lm_inputs(wildcards):
+    """LM and lexicon of the beam search: built with the demo set, or downloaded."""
+    if ASR.get("demo"):
+        return {"lm": f"{D}/asr/demo", "lexicon": f"{D}/asr/demo"}
+    return {"lm": f"{D}/asr/lm/{url_name(ASR['lm']['url'])}", "lexicon": f"{D}/asr/lexicon/{url_name(ASR['lexicon']['url'])}"}
+
+
+def asr_lm_paths(wildcards):
+    if ASR.get("demo"):
+        return f"--lm {D}/asr/demo/lm.arpa --lexicon {D}/asr/demo/lexicon.lst"
+    files = asr_lm_inputs(wildcards)
+    return f"--lm {files['lm']} --lexicon {files['lexicon']}"
+
+
+def asr_role_hours(wildcards):
+    """Hours of speech in a split (the demo's minutes; LibriSpeech: train asr.hours, dev and test
+    5.4 h each)."""
+    if ASR.get("demo"):
+        return ASR["demo_minutes"] / 60
+    return ASR["hours"] if wildcards.role == "train" else 5.4
+
+
+def table2_spec():
+    """Our Table 2 rows: each model's label and the paper row it reproduces."""
+    return shlex.quote(json.dumps([{"name": m, "label": EXPERIMENTS[m].label, "paper_row": ASR["models"][m]}
+                                   for m in ASR_MODELS]))
+
+
+def asr_train_resource(key):
+    def get(wildcards):
+        return asr_train_resources(ASR)[key]
+
+    return get
 
 
 def librispeech_url(wildcards):

@@ -24,6 +24,27 @@ rule make_table:
         "--checkpoints {input.models} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
 
 
+rule make_table2:
+    input:
+        scores=expand(f"{R}/asr/{{model}}/scores.json", model=ASR_MODELS),
+        models=expand(f"{R}/models/{{model}}/model.pt", model=ASR_MODELS),
+    output:
+        csv=report(f"{R}/table2.csv", caption="../workflow/report/table2.rst", category="Table 2"),
+        md=f"{R}/table2.md",
+    params:
+        spec=table2_spec(),
+        test_set="the demo's synthetic test speech" if ASR.get("demo") else "LibriSpeech test-clean",
+    resources:
+        runtime=30,
+    conda:
+        "../envs/report.yaml"
+    log:
+        f"{R}/logs/make_table2.log",
+    shell:
+        "python -m encodecmae make-table2 --spec {params.spec} --scores {input.scores} --checkpoints {input.models} "
+        "--test-set {params.test_set:q} --out-csv {output.csv} --out-md {output.md} > {log} 2>&1"
+
+
 rule plot_curves:
     input:
         f"{R}/models/{{model}}/metrics.csv",

@@ -175,3 +175,13 @@ def test_experiment_rows_become_train_flags():
     # the demo's encodec.codebook_size is the base model's classes; the students learn k clusters
     assert "--n-classes 256" in base and "--lr 0.0003" in base and "--d-model 96" in base
     assert "--n-classes 64" in train_args(exps["mel256_base_st"].train_params())
+
+
+def test_asr_models_must_be_experiments():
+    cfg = config("paper.yaml")
+    assert list(cfg["asr"]["models"]) == ["mel256_base", "mel256_base_ll6k", "mel256_base_st", "mel256_base_ll6k_st",
+                                          "mel256_large_st"]
+    resolve(cfg)
+    cfg["asr"]["models"]["mel256_huge"] = None
+    with pytest.raises(ConfigError, match=r"asr.models: \['mel256_huge'\] are not experiments"):
+        resolve(cfg)

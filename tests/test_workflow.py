@@ -84,7 +84,9 @@ def test_paper_configuration_plans_from_an_empty_checkout_without_torch(tmp_path
         "download_released": 5, "import_released": 5,
         "download_hear_task": 6, "prepare_hear_task": 6,
         "embed_task": 21 * 6, "score_task": 21 * 6, "plot_curves": 16, "make_table": 1,
-        "download_librispeech": 3, "download_asr_file": 2, "summarize_data": 1, "all": 1,
+        "download_librispeech": 3, "download_asr_file": 2, "summarize_data": 1,
+        # Table 2: 5 models x (train, dev, test) features, a downstream each, its decoding, the table
+        "extract_asr_features": 5 * 3, "train_asr": 5, "decode_asr": 5, "make_table2": 1, "all": 1,
     })
     assert sum(jobs.values()) < 12_000
     # nothing placed by hand: every source and task comes from a download rule
@@ -231,6 +233,40 @@ def test_changing_a_pretraining_setting_keeps_the_data(ci_run, tmp_path):
     jobs = planned(ci_run, cfg)
     assert jobs["train_mae"] == 5 and "tokenize_shard" not in jobs and "resample_shard" not in jobs
     assert "fit_codebooks" not in jobs and "make_demo_task" not in jobs
+
+
+@pytest.mark.slow
+def test_asr_rules_add_table2_to_a_finished_run(ci_run, tmp_path):
+    """The SUPERB ASR rules on the CI run's models: demo speech with an LM built from its training
+    transcripts, every layer's features of each model, a BiLSTM-CTC downstream each, decoding with
+    and without the LM, and Table 2 beside the paper's rows. Only the ASR jobs run."""
+    import shutil
+
+    work = tmp_path / "run"
+    shutil.copytree(ci_run, work, symlinks=True)
+    cfg = edited_config(tmp_path, lambda c: c.update(asr={
+        "demo": True, "demo_minutes": 1, "models": {"untrained": None, "mel256_base_st": "Mel256->EC (Base+ST)"},
+        "steps": 30, "batch_size": 4, "eval_every": 15, "proj": 16, "hidden": 16, "time_mask_width": 5,
+        "freq_mask_width": 4}))
+    assert planned(work, cfg) == Counter({
+        "make_demo_asr": 1, "extract_asr_features": 2 * 3, "train_asr": 2, "decode_asr": 2, "make_table2": 1,
+        "all": 1})
+    snakemake(work, "--cores", "2", config=cfg)
+    table = pd.read_csv(work / "results" / "table2.csv")
+    ours = table[table.source == "ours"].set_index("model")
+    assert list(ours.index) == ["untrained", "mel256_base_st"]
+    assert ours[["wer_no_lm", "wer_with_lm", "cer_no_lm"]].ge(0).all().all()
+    paper = table[table.source == "paper"]
+    assert "paper: Mel256->EC (Base+ST)" in paper.label.tolist() and len(paper) == 12  # all of the paper's rows
+    assert table.label.tolist().index("paper: Mel256->EC (Base+ST)") == 2  # right after the row reproducing it
+    for model in ours.index:
+        scores = json.loads((work / "results" / "asr" / model / "scores.json").read_text())
+        assert scores["n_utterances"] >= 20 and scores["cer_all_blank"] == 1.0
+        assert scores["settings"] == {"beam": 5, "beam_threshold": 25.0, "lm_weight": 2.0, "word_score": -1.0,
+                                      "unk_score": "-inf", "sil_score": 0.0}
+        assert (work / "results" / "logs" / "train_asr" / f"{model}.log").exists()
+    assert "| Model | WER w/o LM | WER w/ LM |" in (work / "results" / "table2.md").read_text()
+    assert planned(work, cfg) == Counter()
 
 
 # --- determinism: a second run on fewer cores makes the same artifacts, byte for byte ------------

@@ -36,12 +36,17 @@ COMMANDS = {
     "embed": "encodecmae.evaluation.embed",
     "embed-task": "encodecmae.evaluation.embed",
     "score-task": "encodecmae.evaluation.protocol",
+    "extract-asr-features": "encodecmae.evaluation.asr",
+    "train-asr": "encodecmae.evaluation.asr",
+    "decode-asr": "encodecmae.evaluation.asr",
     "make-demo-corpus": "encodecmae.demo.corpus",
     "make-demo-task": "encodecmae.demo.tasks",
+    "make-demo-asr": "encodecmae.demo.asr",
     "make-table": "encodecmae.report.table",
     "plot-curves": "encodecmae.report.curves",
     "table-metrics": "encodecmae.report.sharing",
     "summarize-data": "encodecmae.report.data_summary",
+    "make-table2": "encodecmae.report.table2",
 }
 
 

@@ -118,6 +118,9 @@ def resolve(config: dict) -> dict[str, Experiment]:
             size=size, arch=dict(archs[arch_name]) if arch_name else (dict(base.arch) if base else {}),
             sources=list(srcs), steps=int(row["steps"]), teacher=teacher, init=init, n_classes=n_classes,
             train=train, paper_line=row.get("paper_line"))
+    unknown = [m for m in config.get("asr", {}).get("models", {}) if m not in out]
+    if unknown:
+        raise ConfigError(f"asr.models: {unknown} are not experiments ({', '.join(out)})")
     return out
 
 

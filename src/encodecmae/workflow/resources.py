@@ -52,6 +52,30 @@ def train_resources(exp: Experiment) -> dict:
             "segments": segments(runtime)}
 
 
+# The SUPERB ASR downstream (BiLSTM-CTC on frozen features). A downstream of SUPERB's size (proj
+# and hidden 1024) trains on one GPU: ~3.8 TFLOP per step of 32 LibriSpeech utterances (two
+# bidirectional LSTM layers over ~470 frames each, forward and backward), which at a third of an
+# H100's TF32 rate is ~0.1 s; ASR_GPU_STEPS_PER_S assumes half that speed (an estimate, not yet
+# measured: issue 15), so 200k steps ask for ~28 h. A small one (a demo's) trains on CPU, one
+# thread, at about the speed measured here: 3.9 steps/s with proj and hidden 64, batch 16, on the
+# CI models' features of the demo speech (2026-12-02).
+ASR_GPU_MIN_WIDTH = 256
+ASR_GPU_STEPS_PER_S = 2.0
+ASR_CPU_STEPS_PER_S = 4.0
+
+
+def asr_train_resources(asr: dict) -> dict:
+    """threads, gpu, mem_mb, runtime (minutes) and segments (jobs) of one ASR downstream training."""
+    steps = int(asr.get("steps", 200_000))
+    if max(int(asr.get("proj", 1024)), int(asr.get("hidden", 1024))) >= ASR_GPU_MIN_WIDTH:
+        runtime = 15 + math.ceil(1.25 * steps / ASR_GPU_STEPS_PER_S / 60)
+        return {"threads": 4, "gpu": 1, "mem_mb": 16000, "runtime": min(runtime, MAX_RUNTIME_MIN),
+                "segments": segments(runtime)}
+    runtime = 10 + math.ceil(1.25 * steps / ASR_CPU_STEPS_PER_S / 60)
+    return {"threads": 1, "gpu": 0, "mem_mb": 2000, "runtime": min(runtime, MAX_RUNTIME_MIN),
+            "segments": segments(runtime)}
+
+
 # --- data and inference jobs -----------------------------------------------------------------------
 # Throughput on one CPU thread, in seconds of audio per second of wall time, and the speed-up that
 # 2 threads gave over 1: benchmarks/bench_throughput.py on the CI machine (2-core Intel Xeon VM,

@@ -1,0 +1,96 @@
+"""Table 2 of the paper: SUPERB ASR word error rates on the test set, without and with the
+language model, for our models beside the paper's rows (``results/table2.csv`` and ``.md``).
+
+Each of our rows names the paper row it reproduces (``paper_row``, a model name of the paper's
+Table 2, or none); that paper row follows it in italics, and the paper's other rows (the
+wav2vec / HuBERT / DeCoAR baselines) close the table as the reference the paper compared with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from encodecmae.report.table import encoder_params_m
+
+COLUMNS = ["model", "label", "source", "wer_no_lm", "wer_with_lm", "cer_no_lm", "params_m"]
+
+
+def paper_table2() -> pd.DataFrame:
+    """The paper's Table 2: WER (%) on LibriSpeech test-clean without / with the 4-gram LM."""
+    from encodecmae.evaluation.scores import _read_csv
+
+    return _read_csv("paper_table2.csv")
+
+
+def build_table2(spec: list[dict], scores: dict[str, dict], params_m: dict[str, float]) -> pd.DataFrame:
+    paper = paper_table2().set_index("model")
+    unknown = [m["paper_row"] for m in spec if m.get("paper_row") and m["paper_row"] not in paper.index]
+    if unknown:
+        raise ValueError(f"paper_row {unknown} is not a row of the paper's Table 2 ({', '.join(paper.index)})")
+    rows, shown = [], set()
+    for m in spec:
+        s = scores[m["name"]]
+        rows.append({"model": m["name"], "label": m["label"], "source": "ours",
+                     "wer_no_lm": round(100 * s["wer_greedy"], 2), "wer_with_lm": round(100 * s["wer_lm"], 2),
+                     "cer_no_lm": round(100 * s["cer_greedy"], 2), "params_m": round(params_m[m["name"]], 2)})
+        row = m.get("paper_row")
+        if row and row not in shown:
+            shown.add(row)
+            p = paper.loc[row]
+            rows.append({"model": m["name"], "label": f"paper: {row}", "source": "paper",
+                         "wer_no_lm": p["wer_no_lm"], "wer_with_lm": p["wer_with_lm"], "params_m": p["params_m"]})
+    for row, p in paper.iterrows():  # the paper's other rows: its baselines and the rows not reproduced
+        if row not in shown:
+            rows.append({"model": "", "label": f"paper: {row}", "source": "paper", "wer_no_lm": p["wer_no_lm"],
+                         "wer_with_lm": p["wer_with_lm"], "params_m": p["params_m"]})
+    return pd.DataFrame(rows).reindex(columns=COLUMNS)
+
+
+def to_markdown(table: pd.DataFrame, test_set: str) -> str:
+    def num(v, fmt):
+        return "" if pd.isna(v) else format(v, fmt)
+
+    lines = ["| Model | WER w/o LM | WER w/ LM | CER w/o LM | Params (M) |", "|---|---|---|---|---|"]
+    for _, r in table.iterrows():
+        label = f"*{r['label']}*" if r["source"] == "paper" else r["label"]
+        lines.append(f"| {label} | {num(r['wer_no_lm'], '.2f')} | {num(r['wer_with_lm'], '.2f')} | "
+                     f"{num(r['cer_no_lm'], '.2f')} | {num(r['params_m'], 'g')} |")
+    note = (f"\nWord error rates in percent on {test_set}: greedy CTC decoding (w/o LM) and a lexicon beam search "
+            "under the n-gram LM (w/ LM), of a 2-layer BiLSTM-CTC trained on a learned mix of the frozen encoder's "
+            "layers (SUPERB). CER: character error rate of the greedy decoding (an all-blank output scores 100). "
+            "Rows in italics are the paper's Table 2 (LibriSpeech test-clean).\n")
+    return "\n".join(lines) + "\n" + note
+
+
+def make_table2(spec: list[dict], score_files: list[str | Path], checkpoints: list[str | Path], out_csv: str | Path,
+                out_md: str | Path, test_set: str = "the test set") -> pd.DataFrame:
+    scores = {Path(f).parent.name: json.loads(Path(f).read_text()) for f in score_files}  # .../MODEL/scores.json
+    missing = [m["name"] for m in spec if m["name"] not in scores]
+    if missing:
+        raise ValueError(f"no ASR score file for {missing}")
+    params = {Path(c).parent.name: encoder_params_m(c) for c in checkpoints}  # results/models/MODEL/model.pt
+    table = build_table2(spec, scores, params)
+    Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
+    table.to_csv(out_csv, index=False)
+    Path(out_md).write_text(to_markdown(table, test_set))
+    return table
+
+
+def register(sub) -> None:
+    p = sub.add_parser("make-table2", help="Table 2 of the paper (ASR word error rates) from the ASR score files")
+    p.add_argument("--spec", required=True, help="JSON list of {name, label, paper_row} in config order")
+    p.add_argument("--scores", nargs="+", required=True, help="ASR score JSONs, .../MODEL/scores.json")
+    p.add_argument("--checkpoints", nargs="+", required=True, help=".../MODEL/model.pt")
+    p.add_argument("--test-set", default="the test set", help="what the WERs were measured on (for the note)")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-md", required=True)
+    p.set_defaults(func=cmd_make_table2)
+
+
+def cmd_make_table2(args: argparse.Namespace) -> None:
+    table = make_table2(json.loads(args.spec), args.scores, args.checkpoints, args.out_csv, args.out_md, args.test_set)
+    print(table.to_string())
