@@ -51,7 +51,7 @@ def test_unknown_key_at_the_top_level_and_in_a_named_entry():
         problem(lambda c: c.update(foo=1))
     msg = problem(lambda c: c["corpus"]["sources"]["speech"].update(n_shard=1))
     assert "corpus.sources.speech.n_shard: unknown key (did you mean 'n_shards'?)" in msg
-    assert "allowed keys in corpus.sources.speech: demo, path, archives, n_shards" in msg
+    assert "allowed keys in corpus.sources.speech: demo, path, archives, youtube, n_shards" in msg
 
 
 def test_unknown_training_override_lists_the_allowed_names():
