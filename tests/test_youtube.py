@@ -253,6 +253,8 @@ def test_classify_error_messages():
         assert classify_error(message) == expected, message
     assert classify_error("Unable to download webpage: HTTP Error 404: Not Found", 404) == ("unavailable", "http-404")
     assert classify_error("HTTP Error 410", 410) == ("unavailable", "http-410")
+    # a throttled or blocked address, or an expired media URL: retried, never given up for good
+    assert classify_error("HTTP Error 403: Forbidden", 403) == ("failed", "http-403")
     assert classify_error("HTTP Error 429: Too Many Requests", 429) == ("failed", "http-429")
     assert classify_error("HTTP Error 502", 502) == ("failed", "http-502")
 

@@ -11,7 +11,7 @@ Each segment ends a run in one of three states, with a short machine-readable ``
 (scrubbed) message as ``detail``:
 
 * ``downloaded``;
-* ``unavailable``: permanent, never tried again (HTTP 404/410/403; removed, private, blocked,
+* ``unavailable``: permanent, never tried again (HTTP 404/410; removed, private, blocked,
   copyright-claimed, age-gated, sign-in or members-only videos; a video shorter than the
   segment's end);
 * ``failed``: transient (network errors, HTTP 429 and 5xx, YouTube's bot check, timeouts, a
@@ -219,7 +219,9 @@ _MESSAGE_RULES: list[tuple[tuple[str, ...], str, str]] = [
       "temporary failure", "ssl", "transport", "unable to download", "network"), "failed", "network"),
     (("ffmpeg",), "failed", "ffmpeg"),
 ]
-PERMANENT_HTTP = {403, 404, 410}
+# 403 is not among them: YouTube answers it to an address it throttles or blocks and to an expired
+# media URL, both transient; a video blocked for good says so in its message (handled above).
+PERMANENT_HTTP = {404, 410}
 
 
 def _http_status(exc: BaseException | None, message: str) -> int | None:
@@ -238,7 +240,7 @@ def _http_status(exc: BaseException | None, message: str) -> int | None:
 def classify_error(message: str, status: int | None = None) -> tuple[str, str]:
     """(state, reason) for a failed attempt's message and HTTP status, if any.
 
-    ``unavailable`` (permanent) for HTTP 404/410/403 and yt-dlp's messages for removed, private,
+    ``unavailable`` (permanent) for HTTP 404/410 and yt-dlp's messages for removed, private,
     blocked, copyright-claimed, age-gated, sign-in and members-only videos; ``failed`` (transient)
     for everything else, unknown messages included: a rerun costs one request, a wrong
     ``unavailable`` loses the segment for good.
