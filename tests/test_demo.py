@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+from workflow_helpers import tree_hash
 import soundfile as sf
 
 from encodecmae.demo import corpus as demo_corpus
@@ -35,14 +35,6 @@ BASELINE_BOUNDS = {
     "events": (0.25, 0.90),
     "scenes": (0.25, 0.85),
 }
-
-
-def _tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
 
 
 def _read_task(task_dir: Path):
@@ -298,8 +290,8 @@ def test_task_determinism(tmp_path, name):
     a = demo_tasks.make_task(name, tmp_path / "a", seed=3, scale=0.2)
     b = demo_tasks.make_task(name, tmp_path / "b", seed=3, scale=0.2)
     c = demo_tasks.make_task(name, tmp_path / "c", seed=4, scale=0.2)
-    assert _tree_hash(a) == _tree_hash(b)
-    assert _tree_hash(a) != _tree_hash(c)
+    assert tree_hash(a) == tree_hash(b)
+    assert tree_hash(a) != tree_hash(c)
     # not only the file names (which depend on the seed) but the audio differs
     wav_a = sorted((a / "16000").rglob("*.wav"))[0].read_bytes()
     assert all(p.read_bytes() != wav_a for p in (c / "16000").rglob("*.wav"))
@@ -404,8 +396,8 @@ def test_corpus_determinism(tmp_path):
     a = demo_corpus.make_pretrain_corpus(tmp_path / "a", seed=5, minutes=0.4)
     b = demo_corpus.make_pretrain_corpus(tmp_path / "b", seed=5, minutes=0.4)
     c = demo_corpus.make_pretrain_corpus(tmp_path / "c", seed=6, minutes=0.4)
-    assert _tree_hash(a) == _tree_hash(b)
-    assert _tree_hash(a) != _tree_hash(c)
+    assert tree_hash(a) == tree_hash(b)
+    assert tree_hash(a) != tree_hash(c)
 
 
 # ------------------------------------------------------------------------------------------------

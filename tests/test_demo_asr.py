@@ -3,7 +3,6 @@ normalises, loads in flashlight-text's KenLM and prefers grammatical sentences."
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import math
 import re
@@ -11,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from workflow_helpers import tree_hash
 import soundfile as sf
 
 from encodecmae import cli
@@ -19,14 +19,6 @@ from encodecmae.demo.dsp import _rng
 from encodecmae.demo.speech import _CONSONANTS, _VOWELS
 
 MINUTES = 1.5  # train 72 s (~30 utterances); dev and test are held at MIN_UTTERANCES
-
-
-def _tree_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +167,7 @@ def test_same_seed_same_bytes_other_seed_differs(demo, tmp_path):
     out, summary = demo
     again = asr.make_demo_asr(tmp_path / "again", seed=0, minutes=MINUTES)
     assert again == summary
-    assert _tree_hash(tmp_path / "again") == _tree_hash(out)
+    assert tree_hash(tmp_path / "again") == tree_hash(out)
     with pytest.raises(FileExistsError):
         asr.make_demo_asr(tmp_path / "again", seed=0, minutes=MINUTES)
     # another seed: other sentences, voices and noise (one split is enough to see it)

@@ -1,8 +1,9 @@
-"""Helpers shared by the workflow tests (test_workflow, test_dvc, test_slurm)."""
+"""Helpers shared by the tests (the workflow tests test_workflow, test_dvc, test_slurm, and others)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import http.server
 import os
 import re
@@ -117,3 +118,12 @@ def serve_directory(root: Path):
     """Serve ``root`` over HTTP on 127.0.0.1 at a free port; yields the base URL."""
     with file_server(root) as httpd:
         yield httpd.url
+
+
+def tree_hash(root: Path) -> str:
+    """SHA-256 over a directory's file names and bytes (two trees written alike hash alike)."""
+    h = hashlib.sha256()
+    for p in sorted(root.rglob("*")):
+        if p.is_file():
+            h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
