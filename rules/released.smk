@@ -8,18 +8,14 @@ rule download_released:
         f"{D}/released/{{release}}/model.pt",
     params:
         url=lambda wildcards: RELEASED[wildcards.release]["url"],
-        checksum=lambda wildcards: (
-            f"--sha256 {RELEASED[wildcards.release]['sha256']}"
-            if RELEASED[wildcards.release].get("sha256")
-            else ""
-        ),
+        checksum=lambda wildcards: checksum_arg(RELEASED[wildcards.release]),
     localrule: True  # a download: runs where Snakemake runs (the internet); a rerun continues it
     conda:
         "../envs/data.yaml"
     log:
         f"{D}/logs/download_released/{{release}}.log",
     shell:
-        "python -m encodecmae download --url {params.url} {params.checksum} --out {output} > {log} 2>&1"
+        "python -m encodecmae download --url {params.url} --checksum {params.checksum} --out {output} > {log} 2>&1"
 
 
 rule import_released:

@@ -119,12 +119,17 @@ def merge_code_states(*states: Mapping | None) -> dict:
 # --- data ---------------------------------------------------------------------------------------
 
 
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
+def file_digest(path: str | Path, algo: str = "sha256") -> str:
+    """Hex digest of a file's bytes with hashlib's ``algo`` (sha256, sha1, md5, ...)."""
+    h = hashlib.new(algo)
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_file(path: str | Path) -> str:
+    return file_digest(path, "sha256")
 
 
 def sha256_json(obj) -> str:

@@ -24,7 +24,7 @@ import urllib.request
 from pathlib import Path
 
 from encodecmae.progress import Progress
-from encodecmae.provenance import sha256_file  # noqa: F401 (this module's checksum, re-exported)
+from encodecmae.provenance import file_digest, sha256_file  # noqa: F401 (sha256_file re-exported)
 
 ENCODEC_24KHZ_URL = "https://dl.fbaipublicfiles.com/encodec/v0/encodec_24khz-d7cc33bc.th"
 # EnCodec names its checkpoints after the first 8 hex digits of their SHA-256.
@@ -56,14 +56,6 @@ def parse_checksum(value: str | None) -> tuple[str, str] | None:
     if len(digest) != ALGORITHMS[algo] or any(c not in "0123456789abcdef" for c in digest):
         raise ValueError(f"checksum {value!r}: a {algo} digest is {ALGORITHMS[algo]} hexadecimal digits")
     return algo, digest
-
-
-def file_digest(path: str | Path, algo: str) -> str:
-    h = hashlib.new(algo)
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(_CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _check_hex(name: str, value: str | None) -> str | None:

@@ -54,8 +54,6 @@ METADATA_FILE = "task_metadata.json"
 STATE_FILE = ".prepare-hear-task.json"  # in the .partial folder: what its clips were made from
 STATE_VERSION = 1  # bump when the clips written for the same key would differ
 TMP_SUFFIX = ".tmp"
-# hear-preprocess's split_mode -> split names (evaluation.tasks maps the same modes)
-KFOLD_MODES = ("new_split_kfold", "presplit_kfold")
 
 
 class HearTaskError(ValueError):
@@ -370,15 +368,15 @@ def _truncated(source: Path, task: str, part: _Partial, why: str) -> HearTaskErr
 def _split_names(meta: dict, meta_files: dict[str, bytes], where: str) -> list[str]:
     """The task's splits: ``splits`` in the metadata (hear-preprocess and our demo tasks write
     it), else from ``split_mode``/``nfolds`` or our ``mode``, else every ``<split>.json``."""
+    from encodecmae.evaluation.tasks import HEAR_SPLIT_MODES, task_split_names
+
     if isinstance(meta.get("splits"), list) and meta["splits"]:
         return [str(s) for s in meta["splits"]]
-    mode = meta.get("split_mode")
-    if mode == "trainvaltest" or meta.get("mode") == "train_valid_test":
-        return ["train", "valid", "test"]
-    if mode in KFOLD_MODES or meta.get("mode") == "folds":
-        if "nfolds" not in meta:
-            raise HearTaskError(f"{where}: a k-fold task needs 'nfolds'")
-        return [f"fold{i:02d}" for i in range(int(meta["nfolds"]))]
+    if meta.get("split_mode") in HEAR_SPLIT_MODES or meta.get("mode") in ("train_valid_test", "folds"):
+        try:  # the one reading of split modes (evaluation.tasks)
+            return task_split_names(meta, where)[1]
+        except ValueError as exc:  # a k-fold task without nfolds
+            raise HearTaskError(str(exc)) from None
     found = sorted(n[:-5] for n in meta_files if n.endswith(".json") and n != METADATA_FILE)
     if not found:
         raise HearTaskError(f"{where}: no splits in the metadata and no <split>.json files")
