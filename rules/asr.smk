@@ -63,7 +63,10 @@ rule extract_asr_features:
         model=f"{R}/models/{{model}}/model.pt",
         speech=asr_split_input,
     output:
-        directory(f"{D}/asr_features/{{model}}/{{role}}"),
+        # temporary: removed once the downstream is trained and decoded (every layer at 37.5 Hz
+        # in float16 is ~230 GB per base-size model on train-clean-100), never versioned; a
+        # later change of the downstream or decoding settings extracts them again
+        temp(directory(f"{D}/asr_features/{{model}}/{{role}}")),
     params:
         split_dir=asr_split_dir,
         device=DEVICE,
@@ -98,6 +101,7 @@ rule train_asr:
         eval_every=ASR.get("eval_every"),
         proj=ASR.get("proj"),
         hidden=ASR.get("hidden"),
+        lstm_layers=ASR.get("lstm_layers"),
         seed=ASR.get("seed"),
         workers=2 * asr_train_resources(ASR)["gpu"],  # batch loaders beside a GPU; none on CPU
         masks=f"--time-mask-width {ASR.get('time_mask_width')} --freq-mask-width {ASR.get('freq_mask_width')}",
@@ -120,6 +124,7 @@ rule train_asr:
         "python -m encodecmae train-asr --train {input.train} --dev {input.dev} --out {output.model} "
         "--ckpt-dir {params.ckpt_dir} --metrics {output.metrics} --steps {params.steps} --batch-size {params.batch_size} "
         "--lr {params.lr} --eval-every {params.eval_every} --proj {params.proj} --hidden {params.hidden} "
+        "--lstm-layers {params.lstm_layers} "
         "--seed {params.seed} {params.masks} --device {params.device} --threads {threads} --workers {params.workers} --resume "
         "${{SLURM_JOB_ID:+--stop-after $(( {resources.runtime} * 60 - ({resources.runtime} > 6 ? 300 : {resources.runtime} * 45) ))}} "
         "> {log} 2>&1"

@@ -133,7 +133,7 @@ def test_read_split_without_transcripts(tmp_path):
 def test_characters():
     assert asr.VOCAB[0] == "<blank>" and asr.VOCAB[1] == "|" and asr.VOCAB[2] == "'" and len(asr.VOCAB) == 29
     ids = asr.encode("IT'S  A CAT")
-    assert ids == [cid(c) for c in "IT'S|A|CAT"]
+    assert ids == [cid(c) for c in "IT'S|A|CAT|"]  # s3prl's targets: every word ends with "|"
     assert asr.decode(ids) == "IT'S A CAT"
     assert asr.decode([0, cid("A"), 0, cid("|"), cid("|"), cid("B"), cid("|")]) == "A B"
     with pytest.raises(ValueError, match=r"'3', 'a'"):
@@ -158,7 +158,31 @@ def test_layer_mix_is_a_softmax_over_all_layers():
     assert logits.shape == (2, 7, V)
     logits[0, :7].sum().backward()
     assert (m.layer_weights.grad.abs() > 0).all()  # every layer reaches the output
-    assert sum(isinstance(x, torch.nn.LSTM) and x.bidirectional for x in m.lstms) == 2
+    assert sum(isinstance(x, asr.BiLSTM) for x in m.lstms) == 2
+
+
+def test_bilstm_equals_a_packed_bidirectional_lstm():
+    # the two directions of asr.BiLSTM on the padded batch give what torch's bidirectional LSTM
+    # gives on the packed sequence (the backward direction starts at each utterance's end)
+    torch.manual_seed(0)
+    ours = asr.BiLSTM(6, 5)
+    ref = torch.nn.LSTM(6, 5, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for name in ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0"):
+            getattr(ours.forward_lstm, name).copy_(getattr(ref, name))
+            getattr(ours.backward_lstm, name).copy_(getattr(ref, name + "_reverse"))
+    x, lengths = torch.randn(3, 9, 6), torch.tensor([9, 4, 6])
+    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    expected, _ = torch.nn.utils.rnn.pad_packed_sequence(ref(packed)[0], batch_first=True, total_length=9)
+    got = ours(x, lengths)
+    assert got.shape == (3, 9, 10)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert (got[1, 4:] == 0).all() and (got[2, 6:] == 0).all()  # padding stays zero
+    x2 = x.clone()
+    x2[1, 4:] = 100.0  # what the padding holds changes nothing
+    assert torch.allclose(ours(x2, lengths), got)
+    assert torch.equal(asr.reverse_within(x, lengths)[1, :4], x[1, :4].flip(0))
+    assert torch.equal(asr.reverse_within(asr.reverse_within(x, lengths), lengths), x)
 
 
 def test_padding_does_not_change_an_utterance():

@@ -110,8 +110,8 @@ def test_the_stages_run_the_configuration_named_in_dvc_yaml(tmp_path):
     assert "snakemake --configfile config/paper.yaml --cores all --until tokenize_shard" in dry
     status = run(root, "dvc", "status").stdout
     stages = re.findall(r"^(\w+):$", status, re.M)
-    assert stages == ["tokens", "pretrain", "hear", "report"]
-    assert status.count("new:                config/paper.yaml") == 4 and "config/config.yaml" not in status
+    assert stages == ["tokens", "pretrain", "hear", "asr", "report"]
+    assert status.count("new:                config/paper.yaml") == 5 and "config/config.yaml" not in status
     outs = [next(iter(o)) if isinstance(o, dict) else o
             for stage in yaml.safe_load((root / "dvc.yaml").read_text())["stages"].values() for o in stage["outs"]]
     assert "data/shards" in outs and not [o for o in outs if o.startswith("data/downloads")]  # each user's own

@@ -251,6 +251,14 @@ def check_slurm_run(cluster: Path, local: Path, cancelled: dict):
         assert sa == sb, rel
     pd.testing.assert_frame_equal(pd.read_csv(cluster / results / "table1.csv"),
                                   pd.read_csv(local / results / "table1.csv"))
+    # Table 2's evaluation too: the same downstream models, scores and hypotheses
+    asr_files = sorted(p.relative_to(local) for p in (local / results / "asr").rglob("*")
+                       if p.is_file() and p.suffix in (".json", ".tsv", ".csv"))
+    assert len(asr_files) == 2 * 3, asr_files
+    for rel in asr_files:
+        assert (cluster / rel).read_bytes() == (local / rel).read_bytes(), rel
+    pd.testing.assert_frame_equal(pd.read_csv(cluster / results / "table2.csv"),
+                                  pd.read_csv(local / results / "table2.csv"))
 
 
 @pytest.mark.slow

@@ -26,3 +26,31 @@ def test_our_rows_are_followed_by_the_paper_row_they_reproduce_then_the_baseline
 def test_an_unknown_paper_row_is_named():
     with pytest.raises(ValueError, match=r"\['Mel256->EC \(Huge\)'\] is not a row"):
         build_table2([{"name": "a", "label": "A", "paper_row": "Mel256->EC (Huge)"}], {}, {})
+
+
+def test_without_models_of_ours_the_table_holds_the_papers_rows(tmp_path):
+    from encodecmae.report.table2 import make_table2
+
+    table = make_table2([], [], [], tmp_path / "t.csv", tmp_path / "t.md")
+    assert (table.source == "paper").all() and len(table) == len(paper_table2())
+    assert "No model of ours is evaluated" in (tmp_path / "t.md").read_text()
+
+
+def test_the_note_describes_the_downstream_the_scores_were_trained_with(tmp_path):
+    import json
+
+    from encodecmae.report.table2 import describe_downstream, make_table2
+
+    settings = {"lstm_layers": 1, "hidden": 128, "proj": 64, "steps": 300, "batch_size": 32, "lr": 0.003}
+    assert describe_downstream(settings) == ("a 1-layer BiLSTM-CTC (128 units per direction, projection 64; 300 steps "
+                                             "of 32 utterances, Adam 0.003)")
+    files = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        files.append(tmp_path / name / "scores.json")
+        files[-1].write_text(json.dumps({"wer_greedy": 0.1, "wer_lm": 0.05, "cer_greedy": 0.02,
+                                         "downstream": settings}))
+    spec = [{"name": n, "label": n.upper(), "paper_row": None} for n in ("a", "b")]
+    make_table2(spec, files, [], tmp_path / "t.csv", tmp_path / "t.md", "the demo's test speech")
+    md = (tmp_path / "t.md").read_text()
+    assert "on the demo's test speech" in md and "of a 1-layer BiLSTM-CTC (128 units" in md

@@ -236,23 +236,12 @@ def test_changing_a_pretraining_setting_keeps_the_data(ci_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_asr_rules_add_table2_to_a_finished_run(ci_run, tmp_path):
-    """The SUPERB ASR rules on the CI run's models: demo speech with an LM built from its training
-    transcripts, every layer's features of each model, a BiLSTM-CTC downstream each, decoding with
-    and without the LM, and Table 2 beside the paper's rows. Only the ASR jobs run."""
-    import shutil
-
-    work = tmp_path / "run"
-    shutil.copytree(ci_run, work, symlinks=True)
-    cfg = edited_config(tmp_path, lambda c: c.update(asr={
-        "demo": True, "demo_minutes": 1, "models": {"untrained": None, "mel256_base_st": "Mel256->EC (Base+ST)"},
-        "steps": 30, "batch_size": 4, "eval_every": 15, "proj": 16, "hidden": 16, "time_mask_width": 5,
-        "freq_mask_width": 4}))
-    assert planned(work, cfg) == Counter({
-        "make_demo_asr": 1, "extract_asr_features": 2 * 3, "train_asr": 2, "decode_asr": 2, "make_table2": 1,
-        "all": 1})
-    snakemake(work, "--cores", "2", config=cfg)
-    table = pd.read_csv(work / "results" / "table2.csv")
+def test_the_ci_run_has_table2(ci_run):
+    """The CI configuration's ASR evaluation ran with the rest: demo speech with an LM built from
+    its training transcripts, every layer's features of each model (temporary: gone once used), a
+    BiLSTM-CTC downstream each, decoding with and without the LM, and Table 2 beside the paper's
+    rows."""
+    table = pd.read_csv(ci_run / "results" / "table2.csv")
     ours = table[table.source == "ours"].set_index("model")
     assert list(ours.index) == ["untrained", "mel256_base_st"]
     assert ours[["wer_no_lm", "wer_with_lm", "cer_no_lm"]].ge(0).all().all()
@@ -260,13 +249,28 @@ def test_asr_rules_add_table2_to_a_finished_run(ci_run, tmp_path):
     assert "paper: Mel256->EC (Base+ST)" in paper.label.tolist() and len(paper) == 12  # all of the paper's rows
     assert table.label.tolist().index("paper: Mel256->EC (Base+ST)") == 2  # right after the row reproducing it
     for model in ours.index:
-        scores = json.loads((work / "results" / "asr" / model / "scores.json").read_text())
+        scores = json.loads((ci_run / "results" / "asr" / model / "scores.json").read_text())
         assert scores["n_utterances"] >= 20 and scores["cer_all_blank"] == 1.0
         assert scores["settings"] == {"beam": 5, "beam_threshold": 25.0, "lm_weight": 2.0, "word_score": -1.0,
                                       "unk_score": "-inf", "sil_score": 0.0}
-        assert (work / "results" / "logs" / "train_asr" / f"{model}.log").exists()
-    assert "| Model | WER w/o LM | WER w/ LM |" in (work / "results" / "table2.md").read_text()
-    assert planned(work, cfg) == Counter()
+        assert scores["downstream"] == {"lstm_layers": 1, "hidden": 16, "proj": 16, "steps": 30, "batch_size": 4,
+                                        "lr": 1e-4}
+        assert (ci_run / "results" / "logs" / "train_asr" / f"{model}.log").exists()
+    md = (ci_run / "results" / "table2.md").read_text()
+    assert "| Model | WER w/o LM | WER w/ LM |" in md and "a 1-layer BiLSTM-CTC (16 units per direction" in md
+    assert not (ci_run / "data" / "asr_features").exists() or not any((ci_run / "data" / "asr_features").rglob("*.npy"))
+
+
+@pytest.mark.slow
+def test_adding_a_model_to_table2_runs_only_its_asr_jobs(ci_run, tmp_path):
+    cfg = edited_config(tmp_path, lambda c: c["asr"]["models"].update(mel256_large_st="Mel256->EC (Large+ST)"))
+    assert planned(ci_run, cfg) == Counter({"extract_asr_features": 3, "train_asr": 1, "decode_asr": 1,
+                                            "make_table2": 1, "all": 1})
+    # a setting of the downstream retrains and decodes each model, extracting its features again
+    # (they were temporary)
+    cfg = edited_config(tmp_path, lambda c: c["asr"].update(hidden=12))
+    assert planned(ci_run, cfg) == Counter({"extract_asr_features": 2 * 3, "train_asr": 2, "decode_asr": 2,
+                                            "make_table2": 1, "all": 1})
 
 
 # --- determinism: a second run on fewer cores makes the same artifacts, byte for byte ------------

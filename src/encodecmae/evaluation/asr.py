@@ -116,9 +116,11 @@ _CHAR_ID = {c: i for i, c in enumerate(VOCAB) if i != BLANK}
 
 
 def encode(text: str) -> list[int]:
-    """Transcript -> CTC ids: words joined by ``|`` (runs of spaces count as one). Raises
+    """Transcript -> CTC ids: each word followed by ``|`` (runs of spaces count as one), as
+    s3prl's targets ("A B" -> "A|B|"): the last word ends with the word boundary too, which the
+    lexicon beam search needs to complete it (lexicon spellings end with ``|``). Raises
     ValueError naming the characters outside the alphabet (upper-case letters and ')."""
-    text = " ".join(text.split()).replace(" ", SIL)
+    text = " ".join(text.split()).replace(" ", SIL) + SIL
     unknown = sorted({c for c in text if c not in _CHAR_ID})
     if unknown:
         raise ValueError(f"{text.replace(SIL, ' ')!r}: characters outside the ASR alphabet: "
@@ -518,6 +520,39 @@ class SpecAugment(nn.Module):
         return torch.stack(out)
 
 
+def reverse_within(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """x [B, T, ...] with each utterance's first ``lengths[b]`` frames in reverse order and its
+    padding left where it is (its own inverse)."""
+    T = x.shape[1]
+    t = torch.arange(T, device=x.device)[None]  # [1, T]
+    n = lengths.to(x.device)[:, None]  # [B, 1]
+    idx = torch.where(t < n, n - 1 - t, t)  # [B, T]
+    return torch.gather(x, 1, idx.view(*idx.shape, *([1] * (x.dim() - 2))).expand_as(x))
+
+
+class BiLSTM(nn.Module):
+    """A bidirectional LSTM layer over padded utterances: x [B, T, D], lengths [B] -> [B, T, 2 H],
+    the forward direction's outputs then the backward direction's, zero on padding.
+
+    The backward direction reads each utterance reversed within its length, so it starts at the
+    utterance's last frame, never in the padding: the same as ``nn.LSTM(bidirectional=True)`` on
+    a packed sequence, but both directions run on the unpacked batch, which on CPU takes torch's
+    fused (oneDNN) LSTM: ~3.5x faster forward and backward than the packed path (0.04 s against
+    0.14 s for 32 x 90 frames, D 64, H 128, one thread).
+    """
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.forward_lstm = nn.LSTM(dim, hidden, batch_first=True)
+        self.backward_lstm = nn.LSTM(dim, hidden, batch_first=True)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        fwd, _ = self.forward_lstm(x)
+        bwd, _ = self.backward_lstm(reverse_within(x, lengths))
+        valid = torch.arange(x.shape[1], device=x.device)[None] < lengths.to(x.device)[:, None]  # [B, T]
+        return torch.cat([fwd, reverse_within(bwd, lengths)], -1) * valid[..., None]
+
+
 class AsrDownstream(nn.Module):
     """s3prl's ASR downstream over L frozen layers of dimension D.
 
@@ -525,9 +560,9 @@ class AsrDownstream(nn.Module):
     -> Linear(D, proj) -> ``lstm_layers`` x (bidirectional LSTM of ``hidden`` units, dropout)
     -> Linear(2 hidden, vocab) -> logits [B, T, vocab].
 
-    As s3prl's ``RNNLayer`` each LSTM layer is its own single-layer bidirectional LSTM followed by
-    dropout (so dropout is also applied before the output layer), without layer norm or a
-    projection between layers.
+    As s3prl's ``RNNLayer`` each LSTM layer is its own single-layer bidirectional LSTM
+    (:class:`BiLSTM`) followed by dropout (so dropout is also applied before the output layer),
+    without layer norm or a projection between layers.
     """
 
     def __init__(self, n_layers: int, dim: int, proj: int = 1024, hidden: int = 1024, lstm_layers: int = 2,
@@ -540,8 +575,7 @@ class AsrDownstream(nn.Module):
         self.layer_weights = nn.Parameter(torch.zeros(n_layers))  # softmax of equal logits: 1 / L each
         self.specaug = SpecAugment(specaug) if specaug is not None else None
         self.proj = nn.Linear(dim, proj)
-        self.lstms = nn.ModuleList(nn.LSTM(proj if i == 0 else 2 * hidden, hidden, batch_first=True, bidirectional=True)
-                                   for i in range(lstm_layers))
+        self.lstms = nn.ModuleList(BiLSTM(proj if i == 0 else 2 * hidden, hidden) for i in range(lstm_layers))
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(2 * hidden, vocab)
 
@@ -563,13 +597,8 @@ class AsrDownstream(nn.Module):
         if self.specaug is not None:
             x = self.specaug(x, lengths)  # training mode only
         x = self.proj(x)  # [B, T, proj]
-        T = x.shape[1]
         for lstm in self.lstms:
-            # packed: the backward direction starts at each utterance's last frame, not the padding's
-            packed = nn.utils.rnn.pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-            x, _ = lstm(packed)
-            x, _ = nn.utils.rnn.pad_packed_sequence(x, batch_first=True, total_length=T)  # [B, T, 2 hidden]
-            x = self.dropout(x)
+            x = self.dropout(lstm(x, lengths))  # [B, T, 2 hidden]
         return self.out(x)  # [B, T, vocab]
 
 
@@ -896,9 +925,9 @@ def train_asr(train_dir: str | Path, dev_dir: str | Path, out: str | Path, ckpt_
     from encodecmae.training import checkpoints as ckpt_io
     from encodecmae.training.loop import EXIT_CONTINUE, Stopper
 
-    if steps < 1 or batch_size < 1 or eval_every < 1:
-        raise ValueError(f"--steps, --batch-size and --eval-every must be positive (got {steps}, {batch_size}, "
-                         f"{eval_every})")
+    if min(steps, batch_size, eval_every, lstm_layers) < 1:
+        raise ValueError(f"--steps, --batch-size, --eval-every and --lstm-layers must be positive (got {steps}, "
+                         f"{batch_size}, {eval_every}, {lstm_layers})")
     dev = resolve_device(device)
     if threads:
         torch.set_num_threads(threads)
@@ -1038,6 +1067,10 @@ def hypotheses_path(out_json: str | Path) -> Path:
     return out_json.with_name(out_json.stem + ".hyp.tsv")
 
 
+# the training settings a scores file repeats (Table 2 describes the downstream from them)
+DOWNSTREAM_KEYS = ("lstm_layers", "hidden", "proj", "steps", "batch_size", "lr")
+
+
 def decode_asr(model: str | Path, test_dir: str | Path, lm: str | Path | None, lexicon: str | Path | None,
                out_json: str | Path, beam: int = 5, beam_threshold: float = 25.0, lm_weight: float = 2.0,
                word_score: float = -1.0, unk_score: float = -math.inf, sil_score: float = 0.0, device: str = "cpu",
@@ -1046,7 +1079,8 @@ def decode_asr(model: str | Path, test_dir: str | Path, lm: str | Path | None, l
 
     The JSON holds wer_greedy, wer_lm, cer_greedy, cer_lm (fractions, not percents),
     n_utterances, cer_all_blank (the CER of an empty hypothesis for every utterance: 1.0 by
-    definition, a reference point), the beam settings and the inputs. Per utterance, TSV
+    definition, a reference point), the beam settings, the downstream's training settings
+    (``DOWNSTREAM_KEYS``) and the inputs. Per utterance, TSV
     ``utt_id, reference, greedy, lm`` at :func:`hypotheses_path`. Without ``lm`` and ``lexicon``
     the LM columns are null.
     """
@@ -1075,6 +1109,7 @@ def decode_asr(model: str | Path, test_dir: str | Path, lm: str | Path | None, l
         "n_utterances": len(data), "cer_all_blank": cer(refs, [""] * len(refs)),
         "settings": {**asdict(settings), "unk_score": str(settings.unk_score)},
         "model": str(model), "model_step": payload.get("step"), "model_dev_wer": payload.get("dev_wer"),
+        "downstream": {k: payload.get("config", {}).get(k) for k in DOWNSTREAM_KEYS},
         "features": str(test_dir), "lm": None if lm is None else str(lm),
         "lexicon": None if lexicon is None else str(lexicon),
     }
@@ -1109,7 +1144,8 @@ def cmd_train_asr(args: argparse.Namespace) -> None:
     try:
         train_asr(args.train, args.dev, args.out, args.ckpt_dir, steps=args.steps, batch_size=args.batch_size,
                   lr=args.lr, eval_every=args.eval_every, seed=args.seed, device=args.device, threads=args.threads,
-                  proj=args.proj, hidden=args.hidden, resume=args.resume, stop_after=args.stop_after,
+                  proj=args.proj, hidden=args.hidden, lstm_layers=args.lstm_layers, resume=args.resume,
+                  stop_after=args.stop_after,
                   metrics=args.metrics, workers=args.workers,
                   specaug=SpecAugmentConfig(time_mask_width=(0, args.time_mask_width),
                                             freq_mask_width=(0, args.freq_mask_width)))
@@ -1150,6 +1186,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--proj", type=int, default=1024)
     p.add_argument("--hidden", type=int, default=1024)
+    p.add_argument("--lstm-layers", type=int, default=2, help="bidirectional LSTM layers (SUPERB: 2)")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     p.add_argument("--workers", type=int, default=2, help="batch-loading processes (results do not depend on it)")
