@@ -3,7 +3,7 @@
 # (corpus -> shards -> tokens -> pretraining -> self-training -> HEAR and ASR -> results/table1.md
 # and results/table2.md).
 # Extra arguments go to snakemake (e.g. --configfile config/ci.yaml, or -n for a dry run).
-# It ends by printing Table 1 and where the results are.
+# It ends by printing Tables 1 and 2 and where the results are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
