@@ -412,6 +412,20 @@ def test_training_learns_a_synthetic_problem(tmp_path, synthetic):
     assert len(ckpt_io.list_checkpoints(tmp_path / "ckpt")) == 2  # the newest two are kept
 
 
+def test_two_runs_write_the_same_checkpoint_bytes(tmp_path, synthetic):
+    # the checkpoints hold the global Python and numpy generator states: train_asr seeds them, so
+    # they do not depend on what ran before in the process (or on the process's random start)
+    import random
+
+    train, dev = synthetic
+    kw = {"steps": 2, "batch_size": 4, "eval_every": 2, "seed": 1, "proj": 8, "hidden": 4, "threads": 1}
+    for run in ("a", "b"):
+        random.random(), np.random.random()  # a different global state before each run
+        asr.train_asr(train, dev, tmp_path / run / "asr.pt", tmp_path / run / "ckpt", **kw)
+    a, b = (tmp_path / run / "ckpt" / "step_0000002.pt" for run in "ab")
+    assert a.read_bytes() == b.read_bytes()
+
+
 def test_resumed_training_is_bitwise_identical(tmp_path, synthetic, monkeypatch):
     from encodecmae.training import loop
 

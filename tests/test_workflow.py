@@ -209,6 +209,8 @@ def test_changing_self_training_steps_reruns_only_its_dependants(ci_run, tmp_pat
         "dump_teacher_features": 1, "fit_kmeans": 1, "assign_clusters": 3,  # base+ST as a teacher,
         "index_clusters": 3,  # and the index of its clusters per source
         "embed_task": 12, "score_task": 12, "plot_curves": 2, "make_table": 1, "all": 1,
+        # base+ST is a Table 2 model of the CI configuration: its ASR evaluation reruns
+        "extract_asr_features": 3, "train_asr": 1, "decode_asr": 1, "make_table2": 1,
     })
     # base+ST continues its own run (more steps); large+ST's teacher changed, so it starts a new
     # run instead of resuming checkpoints trained on the old clusters

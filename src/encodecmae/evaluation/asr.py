@@ -49,6 +49,7 @@ import gzip
 import json
 import math
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -945,6 +946,8 @@ def train_asr(train_dir: str | Path, dev_dir: str | Path, out: str | Path, ckpt_
     config = json.loads(json.dumps(config))  # tuples as lists: compared with a checkpoint's
 
     torch.manual_seed(seed)
+    random.seed(seed)  # the global Python and numpy generators too: their states are saved in
+    np.random.seed(seed)  # every checkpoint, so two runs write the same bytes (as pretraining)
     model = AsrDownstream(train_set.n_layers, train_set.dim, proj, hidden, lstm_layers, dropout, len(VOCAB),
                           specaug).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
