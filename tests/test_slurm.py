@@ -267,7 +267,9 @@ def test_training_longer_than_its_time_limit_finishes_across_submissions(slurm_c
     each SLURM job stops after a quarter of it with a checkpoint (--stop-after) and exits with code
     75, the workflow resubmits it (--retries), and the last job writes the weights that an
     uninterrupted local run writes."""
-    steps = 1200  # ~100 s of training on this machine: 3 or more jobs of 30 s
+    # ~120 s of training on the 2-core AMD EPYC VM (about 20 steps/s; 1,200 steps once finished in
+    # 2 jobs there), ~200 s on the slower Intel VM: 4 or more jobs of 30 s
+    steps = 2400
     cfg = edited_config(tmp_path, lambda c: (c["experiments"][1].update(steps=steps),
                                              c["training"].update(checkpoint_every=100_000, log_every=100)))
     results = load()["results_dir"]
@@ -285,7 +287,7 @@ def test_training_longer_than_its_time_limit_finishes_across_submissions(slurm_c
     t0 = time.time()
     res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(runs["cluster"]),
                           "--configfile", str(cfg), "--profile", "slurm", *TEST_CLUSTER_ARGS,
-                          "--set-resources", "train_mae:runtime=2", "--retries", "8", target],
+                          "--set-resources", "train_mae:runtime=2", "--retries", "20", target],
                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=2400)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-6000:]
