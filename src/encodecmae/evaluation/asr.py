@@ -548,9 +548,11 @@ class BiLSTM(nn.Module):
         self.backward_lstm = nn.LSTM(dim, hidden, batch_first=True)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        from encodecmae.model.masking import valid_mask
+
         fwd, _ = self.forward_lstm(x)
         bwd, _ = self.backward_lstm(reverse_within(x, lengths))
-        valid = torch.arange(x.shape[1], device=x.device)[None] < lengths.to(x.device)[:, None]  # [B, T]
+        valid = valid_mask(lengths.to(x.device), x.shape[1])  # [B, T]
         return torch.cat([fwd, reverse_within(bwd, lengths)], -1) * valid[..., None]
 
 

@@ -90,9 +90,10 @@ def make_table2(spec: list[dict], score_files: list[str | Path], checkpoints: li
         raise ValueError(f"no ASR score file for {missing}")
     params = {Path(c).parent.name: encoder_params_m(c) for c in checkpoints}  # results/models/MODEL/model.pt
     table = build_table2(spec, scores, params)
-    settings = [json.dumps(scores[m["name"]].get("downstream"), sort_keys=True) for m in spec]
+    settings = [scores[m["name"]].get("downstream") for m in spec]
     # one description for the table when every row's downstream was trained alike
-    downstream = describe_downstream(json.loads(settings[0])) if settings and len(set(settings)) == 1 else "a BiLSTM-CTC"
+    alike = settings and all(s == settings[0] for s in settings)
+    downstream = describe_downstream(settings[0]) if alike else "a BiLSTM-CTC"
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_csv, index=False)
     Path(out_md).write_text(to_markdown(table, test_set, downstream))
