@@ -54,7 +54,6 @@ Design notes:
   cookie jar back to its file when it closes, which parallel instances would race on).
 """
 
-
 from __future__ import annotations
 
 import argparse
@@ -75,6 +74,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from encodecmae import SAMPLE_RATE
 from encodecmae.data.youtube_errors import (  # noqa: F401 (COOKIES_ENV ... classify_error: this module's interface)
     COOKIES_ENV,
     PROXY_ENV,
@@ -93,7 +93,6 @@ from encodecmae.data.youtube_fetch import (  # noqa: F401 (TRUNCATION_TOLERANCE,
     _Segment,
     ffmpeg_exe,
 )
-from encodecmae import SAMPLE_RATE
 from encodecmae.progress import Progress, format_duration
 
 YOUTUBE_URL = "https://www.youtube.com/watch?v={ytid}"
