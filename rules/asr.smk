@@ -69,6 +69,7 @@ rule extract_asr_features:
         temp(directory(f"{D}/asr_features/{{model}}/{{role}}")),
     params:
         split_dir=asr_split_dir,
+        layer_mix=ASR.get("layer_mix"),
         device=DEVICE,
     threads: COMPUTE["threads"]
     resources:
@@ -83,7 +84,7 @@ rule extract_asr_features:
         f"{R}/benchmarks/extract_asr_features/{{model}}/{{role}}.tsv"
     shell:
         "python -m encodecmae extract-asr-features --checkpoint {input.model} --split-dir {params.split_dir} "
-        "--out {output} --device {params.device} --threads {threads} > {log} 2>&1"
+        "--out {output} --layer-mix {params.layer_mix} --device {params.device} --threads {threads} > {log} 2>&1"
 
 
 rule train_asr:
@@ -104,7 +105,8 @@ rule train_asr:
         lstm_layers=ASR.get("lstm_layers"),
         seed=ASR.get("seed"),
         workers=2 * asr_train_resources(ASR)["gpu"],  # batch loaders beside a GPU; none on CPU
-        masks=f"--time-mask-width {ASR.get('time_mask_width')} --freq-mask-width {ASR.get('freq_mask_width')}",
+        masks=f"--time-mask-width {ASR.get('time_mask_width')} --freq-mask-width {ASR.get('freq_mask_width')} "
+        f"--time-warp {ASR.get('time_warp')}",
         device=DEVICE,
     threads: asr_train_resource("threads")
     resources:

@@ -211,6 +211,28 @@ def test_specaugment_masks_and_warp():
     assert torch.equal(warped[:, 0], warped[:, 1])  # the same warp for every feature
 
 
+def test_bicubic_time_warp_is_espnets():
+    # ESPnet's time_warp (s3prl's SpecAugment): the same centre and destination draws, then a
+    # bicubic resize of the [t, D] plane with D kept, which leaves each feature's values in place
+    x = torch.randn(40, 6)
+    torch.manual_seed(0)
+    got = asr.SpecAugment.time_warp(x, 5, "bicubic")
+    torch.manual_seed(0)
+    c = int(torch.randint(5, 35, ()))
+    w = int(torch.randint(c - 5, c + 5, ())) + 1
+    assert w != c  # this seed warps
+    img = x[None, None]  # [1, 1, T, D] as ESPnet's
+    left = F.interpolate(img[:, :, :c], (w, 6), mode="bicubic", align_corners=False)
+    right = F.interpolate(img[:, :, c:], (40 - w, 6), mode="bicubic", align_corners=False)
+    assert torch.equal(got, torch.cat([left, right], 2)[0, 0])
+    col = F.interpolate(x[:c].t()[:, None, :, None], (w, 1), mode="bicubic", align_corners=False)[:, 0, :, 0].t()
+    assert torch.allclose(got[:w], col, atol=1e-6)  # feature by feature: a resize along time only
+    torch.manual_seed(0)
+    assert not torch.allclose(asr.SpecAugment.time_warp(x, 5, "linear"), got)  # the two modes differ
+    with pytest.raises(ValueError, match="time warp 'cubic'"):
+        asr.SpecAugmentConfig(time_warp="cubic")
+
+
 def test_average_pairs_hand_example():
     x = np.array([[[1.0, 10], [3, 30], [5, 50], [7, 70], [9, 90]]])  # [L=1, T=5, D=2]
     y = asr.average_pairs(x)
@@ -297,9 +319,49 @@ def test_layer_features_layers_chunks_and_averaging(debug_checkpoint):
     assert len(asr.layer_names(L)) == L + 1
 
 
+def test_layer_mix_released_is_the_authors_per_layer_output(debug_checkpoint):
+    # "released": the L block outputs with the last replaced by the encoder output, i.e.
+    # EncodecMAE.hidden_states[:L-1] + [hidden_states[-1]] (no input state); "all": L + 1 states
+    model = ckpt_io.load_model(debug_checkpoint)
+    L = model.cfg.n_layers
+    wav = torch.from_numpy(0.1 * np.random.default_rng(1).standard_normal((2, 30_000)).astype(np.float32))
+    with torch.no_grad():
+        hs = model.hidden_states(wav)  # L + 1: L post-LN block streams, then the encoder output
+        released = asr.hidden_states(model, wav, "released")  # [B, S, T, D]
+        everything = asr.hidden_states(model, wav, "all")
+    assert len(hs) == L + 1 and released.shape[1] == L and everything.shape[1] == L + 1
+    for i, h in enumerate([*hs[: L - 1], hs[-1]]):
+        assert torch.allclose(released[:, i], h, atol=1e-6), i
+    assert torch.equal(everything[:, 1:], released)  # "all" adds the encoder's input in front
+    assert torch.allclose(everything[:, 0], model.embed_input(wav), atol=1e-6)
+    assert not torch.allclose(released[:, -1], hs[L - 1], atol=1e-3)  # block L's own stream is left out
+    names = asr.layer_names(L, "released")
+    assert len(names) == L and names[0] == "block 1 output" and names[-1].startswith("encoder output")
+    f = asr.layer_features(model, wav[0].numpy(), layer_mix="released")
+    assert np.allclose(f, asr.layer_features(model, wav[0].numpy())[1:], atol=1e-6)
+    with pytest.raises(ValueError, match="layer mix 'last'"):
+        asr.hidden_states(model, wav, "last")
+
+
+def test_extract_features_writes_the_released_mix(tmp_path, split, debug_checkpoint):
+    out = tmp_path / "feats"
+    cli_main(["extract-asr-features", "--checkpoint", str(debug_checkpoint), "--split-dir", str(split),
+              "--out", str(out), "--device", "cpu", "--layer-mix", "released"])
+    data = asr.AsrFeatures(out)
+    model = ckpt_io.load_model(debug_checkpoint)
+    L = model.cfg.n_layers
+    assert data.n_layers == L and data.meta["layer_mix"] == "released"
+    assert data.meta["layers"] == asr.layer_names(L, "released")
+    feats, _ = data[0]
+    ref = asr.layer_features(model, load_audio(asr.read_split(split)[0][1]), layer_mix="released")
+    assert feats.shape == ref.shape and np.allclose(feats.astype(np.float32), ref, atol=2e-3, rtol=2e-3)
+    net = asr.AsrDownstream(data.n_layers, data.dim, proj=4, hidden=3, lstm_layers=1, specaug=None)
+    assert net.layer_weights.shape == (L,)  # the downstream mixes exactly those states
+
+
 def test_extract_features_blocks_resume_and_reading(tmp_path, split, debug_checkpoint, monkeypatch):
     out = tmp_path / "feats"
-    real = asr._block_features
+    real = asr.features._block_features
     calls = []
 
     def interrupted(*a, **k):  # the job is killed while computing its second block
@@ -308,12 +370,12 @@ def test_extract_features_blocks_resume_and_reading(tmp_path, split, debug_check
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(asr, "_block_features", interrupted)
+    monkeypatch.setattr(asr.features, "_block_features", interrupted)
     with pytest.raises(KeyboardInterrupt):
         asr.extract_features(debug_checkpoint, split, out, block_seconds=1.0)
     assert not out.exists() and len(list((tmp_path / "feats.parts").glob("feats-*.npy"))) == 1
     calls.clear()
-    monkeypatch.setattr(asr, "_block_features", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    monkeypatch.setattr(asr.features, "_block_features", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
     asr.extract_features(debug_checkpoint, split, out, block_seconds=1.0)  # resumes
     n_blocks = len(list(out.glob("feats-*.npy")))
     assert n_blocks == 3 and len(calls) == n_blocks - 1  # blocks: [0.7, 5.3], [1.3], [2.1] s, sorted by utt_id
@@ -446,7 +508,7 @@ def test_resumed_training_is_bitwise_identical(tmp_path, synthetic, monkeypatch)
         return real_seed(seed, step)
 
     real_stopper = loop.Stopper
-    monkeypatch.setattr(asr, "step_seed", counting)
+    monkeypatch.setattr(asr.training, "step_seed", counting)
     monkeypatch.setattr(loop, "Stopper", StopAt4)
     with pytest.raises(SystemExit) as exc:
         asr.train_asr(train, dev, tmp_path / "b.pt", tmp_path / "cb", metrics=tmp_path / "b.csv", **kw)
@@ -521,3 +583,30 @@ def test_decode_asr_end_to_end(tmp_path, synthetic):
     with pytest.raises(SystemExit, match="nolm.arpa: language model not found"):
         cli_main(["decode-asr", "--model", str(model), "--features", str(dev), "--lm", str(tmp_path / "nolm.arpa"),
                   "--lexicon", str(lex), "--out", str(out), "--device", "cpu"])
+
+
+def test_paper_configuration_runs_superb_asr_as_s3prl():
+    # superb_asr_protocol.md: 16 utterances per step in effect, the authors' L layer outputs mixed,
+    # ESPnet's bicubic time warp; the schema's choices are the library's, its defaults the CLI's
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    paper = yaml.safe_load((repo / "config" / "paper.yaml").read_text())["asr"]
+    assert (paper["batch_size"], paper["layer_mix"], paper["time_warp"]) == (16, "released", "bicubic")
+    schema = yaml.safe_load((repo / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    props = schema["properties"]["asr"]["properties"]
+    assert props["batch_size"]["default"] == asr.DEFAULT_BATCH_SIZE == 16
+    assert tuple(props["layer_mix"]["enum"]) == asr.LAYER_MIXES and props["layer_mix"]["default"] == asr.DEFAULT_LAYER_MIX
+    assert tuple(props["time_warp"]["enum"]) == asr.TIME_WARPS
+    assert props["time_warp"]["default"] == asr.SpecAugmentConfig().time_warp
+    import argparse
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    asr.register(sub)
+    train = sub.choices["train-asr"].parse_args(["--train", "t", "--dev", "d", "--out", "o", "--ckpt-dir", "c",
+                                                  "--metrics", "m"])
+    assert train.batch_size == 16 and train.time_warp == props["time_warp"]["default"]
+    extract = sub.choices["extract-asr-features"].parse_args(["--checkpoint", "c", "--split-dir", "s", "--out", "o"])
+    assert extract.layer_mix == props["layer_mix"]["default"]

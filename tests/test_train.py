@@ -43,7 +43,7 @@ def cli_args(cfg: TrainConfig) -> list[str]:
             str(cfg.checkpoint_every), "--log-every", str(cfg.log_every), "--val-clips", str(cfg.val_clips),
             "--val-every", str(cfg.val_every), "--num-workers", "0", "--device", "cpu", "--threads", "1",
             "--seed", str(cfg.seed)]
-    for key in ("mask_token", "feedforward", "mel_framing", "positions", "mask_starts", "loss_norm"):
+    for key in RELEASED:  # the settings where the released code differs from the paper's text
         args += [f"--{key.replace('_', '-')}", getattr(cfg, key)]
     return args + (["--resume"] if cfg.resume else [])
 

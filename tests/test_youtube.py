@@ -24,6 +24,7 @@ import soundfile as sf
 
 from encodecmae.cli import main as cli_main
 from encodecmae.data import youtube as yt
+from encodecmae.data import youtube_fetch as fetch
 from encodecmae.data.youtube import (
     LEDGER_COLUMNS,
     STATUS_COLUMNS,
@@ -276,7 +277,7 @@ def test_yt_dlp_warnings_are_scrubbed_and_not_repeated_without_end(monkeypatch, 
     monkeypatch.setenv(yt.PROXY_ENV, "http://bob:s3cretpass@proxy.example:8080")
     secrets, seen, lock = yt._secret_values(), Counter(), threading.Lock()
     for ytid in ("aaaaaaaaaaa", "bbbbbbbbbbb", "ccccccccccc", "ddddddddddd"):
-        logger = yt._YdlLogger(yt._Segment(ytid, 0.0, 10.0, yt.segment_name(ytid, 0.0)), secrets, seen, lock)
+        logger = fetch._YdlLogger(fetch._Segment(ytid, 0.0, 10.0, yt.segment_name(ytid, 0.0)), secrets, seen, lock)
         logger.warning(f"[youtube] {ytid}: no JavaScript runtime\t(proxy http://bob:s3cretpass@proxy.example:8080)")
         logger.debug("noise")
     err = capsys.readouterr().err.splitlines()

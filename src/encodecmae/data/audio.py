@@ -34,34 +34,41 @@ def resample(wav: np.ndarray | torch.Tensor, orig_sr: int, target_sr: int = SAMP
 MAX_CHANNELS = 8  # more is not a recording to mix down (and would cost that many times the memory)
 
 
+def _info(path: Path):
+    """soundfile's header of ``path``; AudioError for an unreadable file or too many channels."""
+    try:
+        info = sf.info(str(path))
+    except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError, ...)
+        raise AudioError(f"{path}: cannot read audio ({exc})") from exc
+    if info.channels > MAX_CHANNELS:
+        raise AudioError(f"{path}: {info.channels} channels (at most {MAX_CHANNELS} are mixed to mono)")
+    return info
+
+
+def _check_block(path: Path, data: np.ndarray) -> None:
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: audio holds NaN or Inf samples")
+
+
 def load_audio(path: str | Path, target_sr: int = SAMPLE_RATE) -> np.ndarray:
-    """Return the file at ``path`` as float32 mono at ``target_sr`` Hz.
+    """Return the file at ``path`` as float32 mono at ``target_sr`` Hz (the whole file at once;
+    :func:`stream_audio` reads it a block at a time, with the same checks).
 
     Raises AudioError naming the file when it cannot be read (a truncated FLAC, MP3 or Ogg file
     fails to decode; of a truncated WAV file libsndfile reads the frames that are there), is
     empty, has more than MAX_CHANNELS channels, or holds NaN/Inf.
     """
     path = Path(path)
+    _info(path)
     try:
-        info = sf.info(str(path))
-        if info.channels > MAX_CHANNELS:
-            raise AudioError(f"{path}: {info.channels} channels (at most {MAX_CHANNELS} are mixed to mono)")
         data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-    except AudioError:
-        raise
-    except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError, ...)
+    except Exception as exc:  # soundfile raises several types
         raise AudioError(f"{path}: cannot read audio ({exc})") from exc
     if data.size == 0:
         raise AudioError(f"{path}: audio is empty")
-    if not np.isfinite(data).all():
-        raise AudioError(f"{path}: audio holds NaN or Inf samples")
+    _check_block(path, data)
     mono = data.mean(axis=1)  # [samples, channels] -> [samples]
     return resample(mono, sr, target_sr)
-
-
-def _check_block(path: Path, data: np.ndarray) -> None:
-    if not np.isfinite(data).all():
-        raise AudioError(f"{path}: audio holds NaN or Inf samples")
 
 
 def stream_audio(path: str | Path, target_sr: int = SAMPLE_RATE, block_seconds: float = 60.0) -> Iterator[np.ndarray]:
@@ -74,13 +81,7 @@ def stream_audio(path: str | Path, target_sr: int = SAMPLE_RATE, block_seconds: 
     it sees in the whole signal and the outputs line up. Raises AudioError as ``load_audio``.
     """
     path = Path(path)
-    try:
-        info = sf.info(str(path))
-    except Exception as exc:  # soundfile raises several types
-        raise AudioError(f"{path}: cannot read audio ({exc})") from exc
-    if info.channels > MAX_CHANNELS:
-        raise AudioError(f"{path}: {info.channels} channels (at most {MAX_CHANNELS} are mixed to mono)")
-    sr = int(info.samplerate)
+    sr = int(_info(path).samplerate)
     g = math.gcd(sr, int(target_sr))
     o, n = sr // g, int(target_sr) // g
     width = math.ceil(6 * o / (min(o, n) * 0.99))  # torchaudio's kernel half-width (lowpass_filter_width 6)

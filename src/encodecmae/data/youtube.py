@@ -24,6 +24,10 @@ the segments whose FLAC exists and those marked unavailable, and tries the other
 end the job writes its status table (one row per segment of the part), unless more than
 ``max_failed_fraction`` of the segments failed: then it raises, and a rerun retries them.
 
+This module holds the segment lists, the ledger, the scheduling of a part and the command line;
+``youtube_errors`` the secrets and the error classes, ``youtube_fetch`` one attempt (yt-dlp and
+FFmpeg).
+
 Design notes:
 
 * FFmpeg comes from a dependency, never the system (``ffmpeg_exe``). yt-dlp cuts sections with
@@ -60,40 +64,45 @@ import os
 import queue
 import re
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from encodecmae import SAMPLE_RATE
+from encodecmae.data.youtube_errors import (  # noqa: F401 (COOKIES_ENV ... classify_error: this module's interface)
+    COOKIES_ENV,
+    PROXY_ENV,
+    YoutubeDownloadError,
+    _secret_values,
+    classify_error,
+    scrub,
+)
+from encodecmae.data.youtube_fetch import (  # noqa: F401 (TRUNCATION_TOLERANCE, ffmpeg_exe: this module's interface)
+    TRUNCATION_TOLERANCE,
+    _Attempt,
+    _FFmpegOnPath,
+    _kill_children_with,
+    _Outcome,
+    _Runner,
+    _Segment,
+    ffmpeg_exe,
+)
 from encodecmae.progress import Progress, format_duration
 
 YOUTUBE_URL = "https://www.youtube.com/watch?v={ytid}"
-COOKIES_ENV = "ENCODECMAE_YTDLP_COOKIES"
-PROXY_ENV = "ENCODECMAE_YTDLP_PROXY"
 LEDGER_NAME = "status.tsv"
 LEDGER_COLUMNS = ["ytid", "start", "end", "state", "reason", "detail", "attempts"]
 STATUS_COLUMNS = [*LEDGER_COLUMNS, "seconds"]
 STATES = ("downloaded", "unavailable", "failed")
-# A section this much shorter than end - start is "truncated" (AudioSet's segments are up to 10 s,
-# and a video that is a few frames shorter than the segment's end is no reason to drop it).
-TRUNCATION_TOLERANCE = 0.5
 # How long to wait for an attempt's thread after its deadline (FFmpeg killed) before giving up on it.
 GRACE_SECONDS = 1.0
 _YTID = re.compile(r"[A-Za-z0-9_-]+")
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-class YoutubeDownloadError(RuntimeError):
-    """A job that cannot run, or whose share of failed segments is too large."""
 
 
 # ----------------------------------------------------------------------------- segment lists
@@ -153,187 +162,6 @@ def segment_name(ytid: str, start: float) -> str:
     return f"{ytid}_{round(start * 1000):08d}"
 
 
-# ----------------------------------------------------------------------------- secrets, errors
-
-
-def _secret_values() -> list[str]:
-    """The cookie and proxy settings' values (and their parts) that no message may show."""
-    values = []
-    proxy = os.environ.get(PROXY_ENV, "").strip()
-    if proxy:
-        values.append(proxy)
-        m = re.match(r"[A-Za-z0-9+.-]+://([^@/]*)@", proxy)
-        if m:  # user:password, also as it may appear on its own or split
-            values += [m[1], *m[1].split(":", 1)]
-    cookies = os.environ.get(COOKIES_ENV, "").strip()
-    if cookies:
-        values += [cookies, str(Path(cookies).expanduser())]
-        try:  # the cookie values themselves (Netscape format: value is the 7th field)
-            for line in Path(cookies).expanduser().read_text(errors="replace").splitlines():
-                fields = line.split("\t")
-                if len(fields) >= 7 and not line.startswith("# ") and len(fields[6]) >= 6:
-                    values.append(fields[6])
-        except OSError:
-            pass
-    # the longest first, so that a value containing another is replaced whole
-    return sorted({v for v in values if len(v) >= 3}, key=len, reverse=True)
-
-
-def scrub(text: str, secrets: list[str] | None = None) -> str:
-    """``text`` with the values of ENCODECMAE_YTDLP_COOKIES / _PROXY (and the cookie values and
-    proxy credentials in them) replaced by ``***``."""
-    for value in _secret_values() if secrets is None else secrets:
-        text = text.replace(value, "***")
-    return text
-
-
-def _clean(message: str, secrets: list[str]) -> str:
-    """A message as one scrubbed line for a TSV field: no 'ERROR:' prefix, colours, tabs or newlines."""
-    message = _ANSI.sub("", str(message)).strip()
-    message = re.sub(r"^(ERROR|WARNING):\s*", "", message)
-    message = re.sub(r"\s+", " ", scrub(message, secrets))
-    return message[:500]
-
-
-# Ordered: the first pattern found in the lowercased message decides.
-_MESSAGE_RULES: list[tuple[tuple[str, ...], str, str]] = [
-    # YouTube's "Sign in to confirm you're not a bot" is about this IP address being throttled,
-    # not about the video: transient, whatever "sign in" means elsewhere.
-    (("not a bot",), "failed", "bot-check"),
-    (("requested format is not available", "no video formats found"), "failed", "no-format"),
-    (("private video", "video is private"), "unavailable", "private"),
-    (("members-only", "members only", "channel's members", "join this channel"), "unavailable", "members-only"),
-    (("confirm your age", "age-restricted", "age restricted", "inappropriate for some users"),
-     "unavailable", "age-restricted"),
-    (("copyright",), "unavailable", "copyright"),
-    (("blocked it", "not available in your country", "not made this video available in your country",
-      "geo restrict", "geo-restrict", "blocked"), "unavailable", "blocked"),
-    (("account associated with this video has been terminated", "has been terminated"),
-     "unavailable", "terminated"),
-    (("removed",), "unavailable", "removed"),
-    (("sign in",), "unavailable", "sign-in"),
-    (("video unavailable", "video is unavailable", "is not available", "no longer available",
-      "does not exist", "unsupported url", "is unavailable"), "unavailable", "unavailable"),
-    (("timed out", "timeout"), "failed", "timeout"),
-    (("connection", "urlopen error", "errno", "incomplete", "reset by peer", "refused", "name resolution",
-      "temporary failure", "ssl", "transport", "unable to download", "network"), "failed", "network"),
-    (("ffmpeg",), "failed", "ffmpeg"),
-]
-# 403 is not among them: YouTube answers it to an address it throttles or blocks and to an expired
-# media URL, both transient; a video blocked for good says so in its message (handled above).
-PERMANENT_HTTP = {404, 410}
-
-
-def _http_status(exc: BaseException | None, message: str) -> int | None:
-    """The HTTP status behind a yt-dlp error: from the exception chain, else from the message."""
-    seen = 0
-    while exc is not None and seen < 8:
-        status = getattr(exc, "status", None) or getattr(exc, "code", None)
-        if isinstance(status, int) and 100 <= status < 600:
-            return status
-        exc = getattr(exc, "cause", None) or exc.__cause__ or exc.__context__
-        seen += 1
-    m = re.search(r"HTTP Error (\d{3})", message)
-    return int(m[1]) if m else None
-
-
-def classify_error(message: str, status: int | None = None) -> tuple[str, str]:
-    """(state, reason) for a failed attempt's message and HTTP status, if any.
-
-    ``unavailable`` (permanent) for HTTP 404/410 and yt-dlp's messages for removed, private,
-    blocked, copyright-claimed, age-gated, sign-in and members-only videos; ``failed`` (transient)
-    for everything else, unknown messages included: a rerun costs one request, a wrong
-    ``unavailable`` loses the segment for good.
-    """
-    low = message.lower()
-    if "not a bot" in low:
-        return "failed", "bot-check"
-    if status is not None:
-        if status in PERMANENT_HTTP:
-            return "unavailable", f"http-{status}"
-        return "failed", f"http-{status}"
-    for needles, state, reason in _MESSAGE_RULES:
-        if any(n in low for n in needles):
-            return state, reason
-    return "failed", "error"
-
-
-# ----------------------------------------------------------------------------- FFmpeg
-
-
-def ffmpeg_exe() -> Path:
-    """The FFmpeg binary of a dependency, never the system's: conda-forge's ``ffmpeg`` in the
-    environment (``sys.prefix/bin``) when there is one, else the binary imageio-ffmpeg ships."""
-    conda = Path(sys.prefix) / "bin" / "ffmpeg"
-    if conda.exists():
-        return conda
-    import imageio_ffmpeg
-
-    return Path(imageio_ffmpeg.get_ffmpeg_exe())
-
-
-def deno_exe() -> str:
-    """The deno binary that the ``deno`` package ships (yt-dlp's JavaScript runtime)."""
-    import deno
-
-    return deno.find_deno_bin()
-
-
-class _FFmpegOnPath:
-    """A private directory holding a symlink ``ffmpeg`` to ``exe``, first on PATH while in use
-    (yt-dlp finds FFmpeg for section downloads only there, by that name)."""
-
-    def __init__(self, exe: Path):
-        self.exe = Path(exe)
-
-    def __enter__(self) -> Path:
-        from yt_dlp.downloader.external import FFmpegFD
-        from yt_dlp.postprocessor.ffmpeg import FFmpegPostProcessor
-
-        self.dir = Path(tempfile.mkdtemp(prefix="encodecmae-ffmpeg-"))
-        link = self.dir / "ffmpeg"
-        os.symlink(self.exe, link)
-        self.old_path = os.environ.get("PATH")
-        self.new_path = f"{self.dir}{os.pathsep}{self.old_path or ''}"
-        os.environ["PATH"] = self.new_path
-        # yt-dlp caches whether "ffmpeg" runs, per name: a check made before PATH had it says no.
-        getattr(FFmpegPostProcessor, "_version_cache", {}).pop("ffmpeg", None)
-        if not FFmpegFD.available():
-            self.__exit__()
-            raise YoutubeDownloadError(f"yt-dlp does not accept the FFmpeg binary {self.exe}")
-        return link
-
-    def __exit__(self, *exc) -> None:
-        if os.environ.get("PATH") == self.new_path:  # unless someone changed it since
-            if self.old_path is None:
-                os.environ.pop("PATH", None)
-            else:
-                os.environ["PATH"] = self.old_path
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _kill_children_with(marker: str) -> int:
-    """Kill this process's children whose command line contains ``marker`` (the FFmpeg yt-dlp runs
-    for one attempt, named by its unique output path); returns how many. Linux (/proc) only."""
-    me, killed = os.getpid(), 0
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return 0
-    needle = marker.encode()
-    for pid in pids:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-            if int(stat.rsplit(b")", 1)[1].split()[1]) != me:
-                continue
-            if needle in Path(f"/proc/{pid}/cmdline").read_bytes():
-                os.kill(int(pid), signal.SIGKILL)
-                killed += 1
-        except (OSError, ValueError, IndexError):
-            continue
-    return killed
-
-
 # ----------------------------------------------------------------------------- ledger
 
 
@@ -387,209 +215,6 @@ class _Ledger:
         os.close(self.fd)
 
 
-# ----------------------------------------------------------------------------- one attempt
-
-
-@dataclass
-class _Segment:
-    ytid: str
-    start: float
-    end: float
-    name: str
-    attempts: int = 0  # across runs (from the ledger) and this run
-    tries: int = 0  # this run
-
-
-@dataclass
-class _Outcome:
-    state: str
-    reason: str
-    detail: str
-    seconds: float = 0.0
-    flac: Path | None = None  # the checked FLAC under its temporary name
-    nbytes: int = 0  # bytes yt-dlp fetched (pacing)
-
-
-@dataclass
-class _Attempt:
-    seg: _Segment
-    base: Path  # temporary path prefix, unique to this attempt
-    deadline: float
-    cancel: threading.Event = field(default_factory=threading.Event)
-    skip: _Outcome | None = None  # set by the match filter (video too short, or deadline passed)
-    abandoned: bool = False
-
-
-class _YdlLogger:
-    """yt-dlp's messages: debug and info dropped, errors left to the caller (they come back as the
-    exception), warnings printed scrubbed and prefixed by the segment, each distinct warning (the
-    video id left out) at most WARN_REPEATS times a job: one that every video gets (say, about a
-    missing JavaScript runtime) would otherwise fill the log with thousands of copies."""
-
-    WARN_REPEATS = 3
-
-    def __init__(self, seg: _Segment, secrets: list[str], seen: Counter, lock: threading.Lock):
-        self.seg, self.secrets, self.seen, self.lock = seg, secrets, seen, lock
-
-    def debug(self, msg: str) -> None:
-        pass
-
-    info = debug
-    error = debug
-
-    def warning(self, msg: str) -> None:
-        text = _clean(msg, self.secrets)
-        with self.lock:
-            self.seen[text.replace(self.seg.ytid, "ID")] += 1
-            n = self.seen[text.replace(self.seg.ytid, "ID")]
-        if n <= self.WARN_REPEATS:
-            more = " (repeats of this warning are not shown)" if n == self.WARN_REPEATS else ""
-            print(f"{self.seg.name}: yt-dlp: {text}{more}", file=sys.stderr, flush=True)
-
-
-class _Runner:
-    def __init__(self, audio_dir: Path, tmp: Path, ffmpeg: Path, url_template: str, timeout: float,
-                 rate_limit: int | None, cookies: Path | None, proxy: str | None, secrets: list[str]):
-        self.audio_dir, self.tmp, self.ffmpeg = audio_dir, tmp, ffmpeg
-        self.url_template, self.timeout, self.rate_limit = url_template, timeout, rate_limit
-        self.cookies, self.proxy, self.secrets = cookies, proxy, secrets
-        self.warnings, self.lock = Counter(), threading.Lock()
-
-    def _match_filter(self, attempt: _Attempt):
-        seg = attempt.seg
-
-        def check(info, *, incomplete=False):
-            if attempt.cancel.is_set():  # the deadline passed during extraction: download nothing
-                attempt.skip = _Outcome("failed", "timeout", f"no result within {self.timeout:g} s")
-                return "deadline passed"
-            duration = info.get("duration")
-            # YouTube gives whole seconds; a video clearly shorter than the segment's end never
-            # yields it (a permanent condition, unlike a download cut short)
-            if not incomplete and isinstance(duration, (int, float)) and duration < seg.end - 1.0:
-                attempt.skip = _Outcome("unavailable", "too-short",
-                                        f"the video is {duration:g} s long, the segment ends at {seg.end:g} s")
-                return "too short"
-            return None
-
-        return check
-
-    def run(self, attempt: _Attempt) -> _Outcome:
-        try:
-            return self._run(attempt)
-        except Exception as exc:  # anything unexpected is one failed segment, not a dead job
-            return _Outcome("failed", "error", _clean(f"{type(exc).__name__}: {exc}", self.secrets))
-        finally:
-            for p in attempt.base.parent.glob(attempt.base.name + ".*"):
-                if not p.name.endswith(".flac"):
-                    p.unlink(missing_ok=True)
-
-    def _run(self, attempt: _Attempt) -> _Outcome:
-        import yt_dlp
-        from yt_dlp.utils import download_range_func
-
-        seg, base = attempt.seg, attempt.base
-        opts = {
-            "format": "bestaudio/best",
-            "download_ranges": download_range_func(None, [(seg.start, seg.end)]),
-            "outtmpl": {"default": f"{base}.%(ext)s"},
-            "quiet": True, "noprogress": True, "color": "no_color",
-            "logger": _YdlLogger(seg, self.secrets, self.warnings, self.lock),
-            # retries are ours (with backoff, and a ledger across runs)
-            "retries": 0, "fragment_retries": 0, "extractor_retries": 0, "file_access_retries": 0,
-            "socket_timeout": self.timeout,
-            "ffmpeg_location": str(self.ffmpeg),
-            # FFmpeg's own read/write timeout (microseconds) for the section it downloads
-            "external_downloader_args": {"ffmpeg_i": ["-rw_timeout", str(int(self.timeout * 1e6))]},
-            "fixup": "never", "noplaylist": True, "overwrites": True, "updatetime": False,
-            # YouTube's player challenges need a JavaScript runtime: the deno binary of the
-            # dependency, never one from the system
-            "js_runtimes": {"deno": {"path": deno_exe()}},
-            "match_filter": self._match_filter(attempt),
-        }
-        if self.rate_limit:
-            opts["ratelimit"] = self.rate_limit
-        if self.cookies:
-            copy = base.with_name(base.name + ".cookies.txt")
-            shutil.copyfile(self.cookies, copy)
-            os.chmod(copy, 0o600)
-            opts["cookiefile"] = str(copy)
-        if self.proxy:
-            opts["proxy"] = self.proxy
-
-        url = self.url_template.format(ytid=seg.ytid)
-        try:
-            with yt_dlp.YoutubeDL(opts) as ydl:
-                info = ydl.extract_info(url, download=True)
-        except yt_dlp.utils.DownloadError as exc:
-            if attempt.cancel.is_set():
-                return _Outcome("failed", "timeout", f"no result within {self.timeout:g} s")
-            cause = exc.exc_info[1] if exc.exc_info else None
-            message = _clean(exc.msg or str(exc), self.secrets)
-            state, reason = classify_error(message, _http_status(cause, message))
-            return _Outcome(state, reason, message)
-        if attempt.skip is not None:
-            return attempt.skip
-        if attempt.cancel.is_set():
-            return _Outcome("failed", "timeout", f"no result within {self.timeout:g} s")
-        downloads = (info or {}).get("requested_downloads") or [{}]
-        path = downloads[0].get("filepath")
-        if not path or not Path(path).exists():
-            found = [p for p in base.parent.glob(base.name + ".*") if not p.name.endswith((".cookies.txt", ".part"))]
-            if not found:
-                return _Outcome("failed", "no-file", "yt-dlp reported success but wrote no file")
-            path = found[0]
-        path = Path(path)
-        nbytes = path.stat().st_size
-        return self._convert(attempt, path, nbytes)
-
-    def _convert(self, attempt: _Attempt, src: Path, nbytes: int) -> _Outcome:
-        """The section as 24 kHz mono FLAC (cut to end - start), checked for length."""
-        import soundfile as sf
-
-        seg = attempt.seg
-        want = seg.end - seg.start
-        out = attempt.base.with_name(attempt.base.name + ".flac")
-        remaining = attempt.deadline - time.monotonic()
-        if remaining <= 0:
-            return _Outcome("failed", "timeout", f"no result within {self.timeout:g} s")
-        cmd = [str(self.ffmpeg), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(src),
-               "-vn", "-ac", "1", "-ar", str(SAMPLE_RATE), "-t", f"{want:.3f}", "-c:a", "flac", "-f", "flac", str(out)]
-        try:
-            res = subprocess.run(cmd, capture_output=True, text=True, errors="replace", timeout=remaining)
-        except subprocess.TimeoutExpired:
-            out.unlink(missing_ok=True)
-            return _Outcome("failed", "timeout", f"conversion not done within {self.timeout:g} s")
-        if res.returncode != 0:
-            out.unlink(missing_ok=True)
-            last = (res.stderr.strip().splitlines() or [f"exit status {res.returncode}"])[-1]
-            return _Outcome("failed", "ffmpeg", _clean(f"converting to FLAC: {last}", self.secrets), nbytes=nbytes)
-        # Decoded, not read from the header: a FLAC that FFmpeg wrote without any audio (the
-        # transfer broke off before the section) has no sample count, and libsndfile reports one
-        # of 2**63 - 1 frames, then fails to read it; what decodes is what we have.
-        frames, problem = 0, ""
-        try:
-            f = sf.SoundFile(str(out))
-        except RuntimeError as exc:
-            out.unlink(missing_ok=True)
-            return _Outcome("failed", "ffmpeg", _clean(f"unreadable FLAC: {exc}", self.secrets), nbytes=nbytes)
-        with f:
-            rate, channels = f.samplerate, f.channels
-            try:
-                for block in f.blocks(blocksize=1 << 16, dtype="int16"):
-                    frames += len(block)
-            except RuntimeError as exc:
-                problem = f" ({_clean(str(exc), self.secrets)})"
-        seconds = frames / rate
-        if rate != SAMPLE_RATE or channels != 1:
-            out.unlink(missing_ok=True)
-            return _Outcome("failed", "ffmpeg", f"FLAC is {rate} Hz, {channels} channels", nbytes=nbytes)
-        if seconds < want - TRUNCATION_TOLERANCE:
-            out.unlink(missing_ok=True)
-            return _Outcome("failed", "truncated", f"got {seconds:.2f} s of {want:.2f} s{problem}", seconds,
-                            nbytes=nbytes)
-        return _Outcome("downloaded", "ok", "", seconds, out, nbytes)
-
-
 # ----------------------------------------------------------------------------- a part
 
 
@@ -631,6 +256,71 @@ def _flac_seconds(path: Path) -> float | None:
     return info.frames / info.samplerate
 
 
+def _proxy_settings(label: str) -> tuple[str | None, str | None]:
+    """The cookies file and proxy the environment names (see the module docstring), announced."""
+    cookies = os.environ.get(COOKIES_ENV, "").strip() or None
+    if cookies and not Path(cookies).expanduser().is_file():
+        raise YoutubeDownloadError(f"{COOKIES_ENV} does not name a readable cookies file")
+    proxy = os.environ.get(PROXY_ENV, "").strip() or None
+    if cookies:
+        print(f"{label}: using the cookies file that {COOKIES_ENV} names", flush=True)
+    if proxy:
+        print(f"{label}: using the proxy that {PROXY_ENV} names", flush=True)
+    return cookies, proxy
+
+
+def _known_results(segs: list[_Segment], audio_dir: Path, known: dict) -> tuple[dict[str, dict], list[_Segment]]:
+    """What earlier runs learned (the ledger ``known`` and the FLACs on disk): the results of the
+    segments done or unavailable, which are not tried again, and the segments to download."""
+    results: dict[str, dict] = {}
+    todo: list[_Segment] = []
+    seen: set[str] = set()
+    for seg in segs:
+        if seg.name in seen:
+            continue  # the same segment twice in the part
+        seen.add(seg.name)
+        row = known.get((seg.ytid, round(seg.start * 1000)))
+        seg.attempts = row["attempts"] if row else 0
+        flac = audio_dir / f"{seg.name}.flac"
+        seconds = _flac_seconds(flac) if flac.exists() else None
+        if seconds is not None:
+            kept = row if row and row["state"] == "downloaded" else None
+            results[seg.name] = {"state": "downloaded", "reason": kept["reason"] if kept else "ok",
+                                 "detail": kept["detail"] if kept else "found on disk",
+                                 "attempts": seg.attempts, "seconds": seconds, "new": False}
+        elif row and row["state"] == "unavailable":
+            results[seg.name] = {**{k: row[k] for k in ("state", "reason", "detail", "attempts")},
+                                 "seconds": 0.0, "new": False}
+        else:
+            todo.append(seg)
+    return results, todo
+
+
+def _status_table(segs: list[_Segment], results: dict, secrets: list[str], label: str,
+                  ledger_path: Path) -> tuple[pd.DataFrame, dict]:
+    """The part's status table (one row per segment) and its summary, printed."""
+    rows = []
+    for seg in segs:
+        r = results[seg.name]
+        rows.append({"ytid": seg.ytid, "start": _fmt_seconds(seg.start), "end": _fmt_seconds(seg.end),
+                     "state": r["state"], "reason": r["reason"], "detail": scrub(r["detail"], secrets),
+                     "attempts": r["attempts"], "seconds": _fmt_seconds(r["seconds"])})
+    table = pd.DataFrame(rows, columns=STATUS_COLUMNS)
+    states = Counter(table["state"])
+    reasons = Counter(f"{s}/{r}" for s, r in zip(table["state"], table["reason"]))
+    hours = sum(r["seconds"] for r in results.values() if r["state"] == "downloaded") / 3600
+    new_hours = sum(r["seconds"] for r in results.values() if r["state"] == "downloaded" and r["new"]) / 3600
+    summary = {"segments": len(segs), "states": {s: states.get(s, 0) for s in STATES}, "reasons": dict(reasons),
+               "hours": hours, "new_hours": new_hours, "status": None, "ledger": str(ledger_path)}
+    parts = []
+    for s in STATES:
+        detail = ", ".join(f"{k.split('/', 1)[1]} {n}" for k, n in sorted(reasons.items()) if k.startswith(s + "/"))
+        parts.append(f"{s} {states.get(s, 0)}" + (f" ({detail})" if detail else ""))
+    print(f"{label}: {len(segs)} segments: {'; '.join(parts)}; audio {hours:.2f} h ({format_duration(hours * 3600)}), "
+          f"{new_hours:.2f} h ({format_duration(new_hours * 3600)}) of it new", flush=True)
+    return table, summary
+
+
 def download_part(segments, audio_dir, status_out, url_template: str = YOUTUBE_URL, parallel: int = 4,
                   rate_limit=None, retries: int = 3, backoff: float = 2.0, timeout: float = 120.0,
                   max_failed_fraction: float = 0.05, progress_interval: float | None = None) -> dict:
@@ -655,39 +345,8 @@ def download_part(segments, audio_dir, status_out, url_template: str = YOUTUBE_U
     ledger_path = audio_dir / LEDGER_NAME
     label = f"download-youtube {status_out.stem}"
     secrets = _secret_values()
-
-    cookies = os.environ.get(COOKIES_ENV, "").strip() or None
-    if cookies and not Path(cookies).expanduser().is_file():
-        raise YoutubeDownloadError(f"{COOKIES_ENV} does not name a readable cookies file")
-    proxy = os.environ.get(PROXY_ENV, "").strip() or None
-    if cookies:
-        print(f"{label}: using the cookies file that {COOKIES_ENV} names", flush=True)
-    if proxy:
-        print(f"{label}: using the proxy that {PROXY_ENV} names", flush=True)
-
-    # What earlier runs learned: finished FLACs and permanent failures are not tried again.
-    known = read_ledger(ledger_path)
-    results: dict[str, dict] = {}
-    todo: list[_Segment] = []
-    seen: set[str] = set()
-    for seg in segs:
-        if seg.name in seen:
-            continue  # the same segment twice in the part
-        seen.add(seg.name)
-        row = known.get((seg.ytid, round(seg.start * 1000)))
-        seg.attempts = row["attempts"] if row else 0
-        flac = audio_dir / f"{seg.name}.flac"
-        seconds = _flac_seconds(flac) if flac.exists() else None
-        if seconds is not None:
-            kept = row if row and row["state"] == "downloaded" else None
-            results[seg.name] = {"state": "downloaded", "reason": kept["reason"] if kept else "ok",
-                                 "detail": kept["detail"] if kept else "found on disk",
-                                 "attempts": seg.attempts, "seconds": seconds, "new": False}
-        elif row and row["state"] == "unavailable":
-            results[seg.name] = {**{k: row[k] for k in ("state", "reason", "detail", "attempts")},
-                                 "seconds": 0.0, "new": False}
-        else:
-            todo.append(seg)
+    cookies, proxy = _proxy_settings(label)
+    results, todo = _known_results(segs, audio_dir, read_ledger(ledger_path))
     print(f"{label}: {len(segs)} segments, {len(segs) - len(todo)} done or unavailable in earlier runs, "
           f"{len(todo)} to download ({parallel} at once, timeout {timeout:g} s)", flush=True)
 
@@ -703,34 +362,15 @@ def download_part(segments, audio_dir, status_out, url_template: str = YOUTUBE_U
                 runner = _Runner(audio_dir, tmp, ffmpeg, url_template, timeout, rate, cookie_file, proxy, secrets)
                 kw = {} if progress_interval is None else {"interval": progress_interval}
                 with Progress(label, total=len(todo), unit="segment", **kw) as bar:
-                    _schedule(todo, runner, ledger, results, audio_dir, parallel, retries, backoff, timeout, rate, bar)
+                    _Schedule(runner, ledger, results, audio_dir, retries, backoff, timeout, rate, bar).run(
+                        todo, parallel)
         finally:
             ledger.close()
             shutil.rmtree(tmp, ignore_errors=True)
 
-    rows = []
-    for seg in segs:
-        r = results[seg.name]
-        rows.append({"ytid": seg.ytid, "start": _fmt_seconds(seg.start), "end": _fmt_seconds(seg.end),
-                     "state": r["state"], "reason": r["reason"], "detail": scrub(r["detail"], secrets),
-                     "attempts": r["attempts"], "seconds": _fmt_seconds(r["seconds"])})
-    table = pd.DataFrame(rows, columns=STATUS_COLUMNS)
-    states = Counter(table["state"])
-    reasons = Counter(f"{s}/{r}" for s, r in zip(table["state"], table["reason"]))
-    hours = sum(r["seconds"] for r in results.values() if r["state"] == "downloaded") / 3600
-    new_hours = sum(r["seconds"] for r in results.values() if r["state"] == "downloaded" and r["new"]) / 3600
-    summary = {"segments": len(segs), "states": {s: states.get(s, 0) for s in STATES}, "reasons": dict(reasons),
-               "hours": hours, "new_hours": new_hours, "status": None, "ledger": str(ledger_path)}
-
-    parts = []
-    for s in STATES:
-        detail = ", ".join(f"{k.split('/', 1)[1]} {n}" for k, n in sorted(reasons.items()) if k.startswith(s + "/"))
-        parts.append(f"{s} {states.get(s, 0)}" + (f" ({detail})" if detail else ""))
-    print(f"{label}: {len(segs)} segments: {'; '.join(parts)}; audio {hours:.2f} h ({format_duration(hours * 3600)}), "
-          f"{new_hours:.2f} h ({format_duration(new_hours * 3600)}) of it new", flush=True)
-
-    failed = states.get("failed", 0)
-    considered = len(segs) - states.get("unavailable", 0)
+    table, summary = _status_table(segs, results, secrets, label, ledger_path)
+    failed = summary["states"]["failed"]
+    considered = len(segs) - summary["states"]["unavailable"]
     if considered and failed / considered > max_failed_fraction:
         status_out.unlink(missing_ok=True)  # no older table may claim the part is done
         raise YoutubeDownloadError(
@@ -745,90 +385,107 @@ def download_part(segments, audio_dir, status_out, url_template: str = YOUTUBE_U
     return summary
 
 
-def _schedule(todo, runner: _Runner, ledger: _Ledger, results: dict, audio_dir: Path, parallel: int, retries: int,
-              backoff: float, timeout: float, rate: int | None, bar: Progress) -> None:
-    """Run the attempts, ``parallel`` at a time, with retries, deadlines and pacing."""
-    done_q: queue.Queue = queue.Queue()
-    counter = itertools.count()
-    ready: list = [(0.0, next(counter), seg) for seg in todo]  # (not before, tie-break, segment)
-    heapq.heapify(ready)
-    running: dict[int, _Attempt] = {}
-    stray: list[tuple[_Attempt, threading.Thread]] = []  # given up, maybe still running
-    threads: dict[int, threading.Thread] = {}
-    t0, fetched = time.monotonic(), 0
+class _Schedule:
+    """Runs the attempts, ``parallel`` at a time, with retries, deadlines and pacing; the main
+    thread alone renames files and writes the ledger (``finish``)."""
 
-    def finish(seg: _Segment, out: _Outcome) -> None:
+    def __init__(self, runner: _Runner, ledger: _Ledger, results: dict, audio_dir: Path, retries: int,
+                 backoff: float, timeout: float, rate: int | None, bar: Progress):
+        self.runner, self.ledger, self.results, self.audio_dir = runner, ledger, results, audio_dir
+        self.retries, self.backoff, self.timeout, self.rate, self.bar = retries, backoff, timeout, rate, bar
+        self.done_q: queue.Queue = queue.Queue()
+        self.counter = itertools.count()
+        self.ready: list = []  # heap of (not before, tie-break, segment)
+        self.running: dict[int, _Attempt] = {}
+        self.stray: list[tuple[_Attempt, threading.Thread]] = []  # given up, maybe still running
+        self.threads: dict[int, threading.Thread] = {}
+        self.t0, self.fetched = time.monotonic(), 0
+
+    def finish(self, seg: _Segment, out: _Outcome) -> None:
         if out.state == "downloaded" and out.flac is not None:
-            os.replace(out.flac, audio_dir / f"{seg.name}.flac")  # checked: now it may have its name
+            os.replace(out.flac, self.audio_dir / f"{seg.name}.flac")  # checked: now it may have its name
         row = {"ytid": seg.ytid, "start": seg.start, "end": seg.end, "state": out.state, "reason": out.reason,
                "detail": out.detail, "attempts": seg.attempts}
-        ledger.append(row)
-        results[seg.name] = {**row, "seconds": out.seconds if out.state == "downloaded" else 0.0, "new": True}
-        bar.update(1)
+        self.ledger.append(row)
+        self.results[seg.name] = {**row, "seconds": out.seconds if out.state == "downloaded" else 0.0, "new": True}
+        self.bar.update(1)
 
-    def settle(attempt: _Attempt, out: _Outcome) -> None:
-        nonlocal fetched
+    def settle(self, attempt: _Attempt, out: _Outcome) -> None:
         seg = attempt.seg
-        fetched += out.nbytes
+        self.fetched += out.nbytes
         if attempt.cancel.is_set() and out.state != "downloaded":
-            out = _Outcome("failed", "timeout", f"no result within {timeout:g} s")
-        if out.state == "failed" and seg.tries <= retries:
+            out = _Outcome("failed", "timeout", f"no result within {self.timeout:g} s")
+        if out.state == "failed" and seg.tries <= self.retries:
             if out.flac:
                 out.flac.unlink(missing_ok=True)
-            heapq.heappush(ready, (time.monotonic() + backoff * 2 ** (seg.tries - 1), next(counter), seg))
+            heapq.heappush(self.ready, (time.monotonic() + self.backoff * 2 ** (seg.tries - 1), next(self.counter),
+                                        seg))
             return
-        finish(seg, out)
+        self.finish(seg, out)
 
-    while ready or running:
-        now = time.monotonic()
-        # Start attempts: free slots, segments whose backoff is over, and the pace within the limit.
-        paced = rate is None or fetched <= rate * (now - t0)
-        while ready and len(running) < parallel and ready[0][0] <= now and paced:
-            _, _, seg = heapq.heappop(ready)
-            seg.tries += 1
-            seg.attempts += 1
-            attempt = _Attempt(seg, runner.tmp / f"{seg.name}.a{seg.attempts}", now + timeout)
-            thread = threading.Thread(target=lambda a=attempt: done_q.put((a, runner.run(a))), daemon=True,
-                                      name=f"yt-{seg.name}")
-            key = id(attempt)
-            running[key], threads[key] = attempt, thread
-            thread.start()
-        # Wait for a result, a deadline, a backoff to end, or the pace to allow more.
-        wakeups = [a.deadline + (GRACE_SECONDS if a.cancel.is_set() else 0) for a in running.values()]
-        if ready and len(running) < parallel:
-            wakeups.append(ready[0][0])
-            if not paced:
-                wakeups.append(t0 + fetched / rate)
-        wait = max(0.0, min(wakeups, default=now + 0.5) - time.monotonic())
+    def start(self, seg: _Segment, now: float) -> None:
+        seg.tries += 1
+        seg.attempts += 1
+        attempt = _Attempt(seg, self.runner.tmp / f"{seg.name}.a{seg.attempts}", now + self.timeout)
+        thread = threading.Thread(target=lambda a=attempt: self.done_q.put((a, self.runner.run(a))), daemon=True,
+                                  name=f"yt-{seg.name}")
+        key = id(attempt)
+        self.running[key], self.threads[key] = attempt, thread
+        thread.start()
+
+    def receive(self, wait: float) -> None:
+        """Settle the next result that comes within ``wait`` seconds, if any."""
         try:
-            attempt, out = done_q.get(timeout=min(wait, 0.5) + 0.01)
+            attempt, out = self.done_q.get(timeout=wait)
         except queue.Empty:
-            pass
+            return
+        if attempt.abandoned:  # its timeout is on record already; drop the late result
+            if out.flac:
+                out.flac.unlink(missing_ok=True)
         else:
-            if attempt.abandoned:  # its timeout is on record already; drop the late result
-                if out.flac:
-                    out.flac.unlink(missing_ok=True)
-            else:
-                running.pop(id(attempt), None)
-                threads.pop(id(attempt), None)
-                settle(attempt, out)
-        # Deadlines: kill the attempt's FFmpeg; give up on attempts that still do not return.
+            self.running.pop(id(attempt), None)
+            self.threads.pop(id(attempt), None)
+            self.settle(attempt, out)
+
+    def enforce_deadlines(self) -> None:
+        """Kill the FFmpeg of an attempt past its deadline; give up on one that still does not return."""
         now = time.monotonic()
-        for key, attempt in list(running.items()):
+        for key, attempt in list(self.running.items()):
             if now >= attempt.deadline and not attempt.cancel.is_set():
                 attempt.cancel.set()
                 _kill_children_with(str(attempt.base))
             elif attempt.cancel.is_set() and now >= attempt.deadline + GRACE_SECONDS:
                 attempt.abandoned = True
-                stray.append((attempt, threads.pop(key)))
-                del running[key]
-                settle(attempt, _Outcome("failed", "timeout", f"no result within {timeout:g} s"))
-        for attempt, thread in stray:  # an abandoned attempt must not leave an FFmpeg behind
+                self.stray.append((attempt, self.threads.pop(key)))
+                del self.running[key]
+                self.settle(attempt, _Outcome("failed", "timeout", f"no result within {self.timeout:g} s"))
+        self.kill_strays()
+
+    def kill_strays(self) -> None:  # an abandoned attempt must not leave an FFmpeg behind
+        for attempt, thread in self.stray:
             if thread.is_alive():
                 _kill_children_with(str(attempt.base))
-    for attempt, thread in stray:
-        if thread.is_alive():
-            _kill_children_with(str(attempt.base))
+
+    def run(self, todo: list[_Segment], parallel: int) -> None:
+        self.ready = [(0.0, next(self.counter), seg) for seg in todo]
+        heapq.heapify(self.ready)
+        ready, running, rate = self.ready, self.running, self.rate
+        while ready or running:
+            now = time.monotonic()
+            # Start attempts: free slots, segments whose backoff is over, and the pace within the limit.
+            paced = rate is None or self.fetched <= rate * (now - self.t0)
+            while ready and len(running) < parallel and ready[0][0] <= now and paced:
+                self.start(heapq.heappop(ready)[2], now)
+            # Wait for a result, a deadline, a backoff to end, or the pace to allow more.
+            wakeups = [a.deadline + (GRACE_SECONDS if a.cancel.is_set() else 0) for a in running.values()]
+            if ready and len(running) < parallel:
+                wakeups.append(ready[0][0])
+                if not paced:
+                    wakeups.append(self.t0 + self.fetched / rate)
+            wait = max(0.0, min(wakeups, default=now + 0.5) - time.monotonic())
+            self.receive(min(wait, 0.5) + 0.01)
+            self.enforce_deadlines()
+        self.kill_strays()
 
 
 # ----------------------------------------------------------------------------- command line

@@ -313,120 +313,156 @@ _GENRES = {
 GENRES = tuple(sorted(_GENRES))
 
 
-def _render_genre(rng: np.random.Generator, sr: int, n: int, genre: str) -> np.ndarray:
-    """A genre-like arrangement (drums, bass, chords, lead) of exactly n samples (peak 1)."""
-    g = _GENRES[genre]
-    tempo = rng.uniform(*g["tempo"])
-    step = 60.0 / tempo / 4.0
-    swing = g["swing"] + (rng.uniform(-0.03, 0.03) if g["swing"] > 0.5 else 0.0)
-    key = int(rng.integers(12))
-    scale = _SCALES[_pick(rng, g["scales"])]
-    prog = _pick(rng, g["progs"])
-    bar_offset = int(rng.integers(len(prog)))
-    n_steps = int(np.ceil(n / sr / step)) + 1
-    sub = (0.0, swing / 2.0, swing, swing + (1.0 - swing) / 2.0)
-    start_step = int(rng.integers(0, 16))  # start anywhere in the bar
+class _Arrangement:
+    """The timing and harmony that a genre-like piece's tracks share: step times (with swing and
+    a little timing noise, drawn from ``rng`` at each call) and the chord of each step."""
 
-    def when(s):
+    def __init__(self, rng: np.random.Generator, sr: int, n: int, genre: str):
+        g = _GENRES[genre]
+        self.rng, self.sr, self.n, self.g = rng, sr, n, g
+        tempo = rng.uniform(*g["tempo"])
+        self.step = 60.0 / tempo / 4.0
+        swing = g["swing"] + (rng.uniform(-0.03, 0.03) if g["swing"] > 0.5 else 0.0)
+        self.key = int(rng.integers(12))
+        self.scale = _SCALES[_pick(rng, g["scales"])]
+        self.prog = _pick(rng, g["progs"])
+        self.bar_offset = int(rng.integers(len(self.prog)))
+        self.n_steps = int(np.ceil(n / sr / self.step)) + 1
+        self.sub = (0.0, swing / 2.0, swing, swing + (1.0 - swing) / 2.0)
+        self.start_step = int(rng.integers(0, 16))  # start anywhere in the bar
+
+    def when(self, s: int) -> int:
         beat, q = divmod(s, 4)
-        return int(((beat + sub[q]) * 4 * step + rng.normal(0.0, 0.004)) * sr)
+        return int(((beat + self.sub[q]) * 4 * self.step + self.rng.normal(0.0, 0.004)) * self.sr)
 
-    def chord_at(s):
-        root, shape = prog[((s + start_step) // 16 + bar_offset) % len(prog)]
+    def chord_at(self, s: int):
+        root, shape = self.prog[((s + self.start_step) // 16 + self.bar_offset) % len(self.prog)]
         return root, _CHORDS[shape]
 
-    drums = np.zeros(n)
-    if g["drums"] is not None:
-        pats = _pick(rng, g["drums"])
-        sounds = {"kick": _kick(rng, sr), "snare": _snare(rng, sr), "hat": _hat(rng, sr),
-                  "ohat": _hat(rng, sr, open_=True), "ride": _ride(rng, sr)}
-        levels = {"kick": 1.0, "snare": 0.6, "hat": 0.3, "ohat": 0.35, "ride": 0.35}
-        for voice in sorted(pats):
-            pat = pats[voice]
-            lev = levels[voice] * _db(rng.uniform(-3, 3))
-            for s in range(n_steps):
-                ch = pat[(s + start_step) % 16]
-                if ch != "." and rng.random() > 0.03:
-                    vel = (1.0 if ch == "x" else 0.45) * rng.uniform(0.8, 1.0)
-                    _add(drums, sounds[voice] * vel * lev, when(s))
 
-    comp = np.zeros(n)
+def _drum_track(a: _Arrangement) -> np.ndarray:
+    rng, sr, g = a.rng, a.sr, a.g
+    drums = np.zeros(a.n)
+    if g["drums"] is None:
+        return drums
+    pats = _pick(rng, g["drums"])
+    sounds = {"kick": _kick(rng, sr), "snare": _snare(rng, sr), "hat": _hat(rng, sr),
+              "ohat": _hat(rng, sr, open_=True), "ride": _ride(rng, sr)}
+    levels = {"kick": 1.0, "snare": 0.6, "hat": 0.3, "ohat": 0.35, "ride": 0.35}
+    for voice in sorted(pats):
+        pat = pats[voice]
+        lev = levels[voice] * _db(rng.uniform(-3, 3))
+        for s in range(a.n_steps):
+            ch = pat[(s + a.start_step) % 16]
+            if ch != "." and rng.random() > 0.03:
+                vel = (1.0 if ch == "x" else 0.45) * rng.uniform(0.8, 1.0)
+                _add(drums, sounds[voice] * vel * lev, a.when(s))
+    return drums
+
+
+def _comp_track(a: _Arrangement) -> np.ndarray:
+    """The chords: arpeggios, a pad, or a rhythm pattern; distorted in some genres."""
+    rng, sr, g, step = a.rng, a.sr, a.g, a.step
+    comp = np.zeros(a.n)
     inst = _instrument(rng, _pick(rng, g["comp_inst"]))
     style = _pick(rng, g["comp"])
     reg = g["comp_reg"] + int(rng.integers(-2, 3))
-    for s in range(n_steps):
-        pos = (s + start_step) % 16
-        root, shape = chord_at(s)
-        base = reg + (key + root - reg) % 12
+    for s in range(a.n_steps):
+        pos = (s + a.start_step) % 16
+        root, shape = a.chord_at(s)
+        base = reg + (a.key + root - reg) % 12
         if style in ("arp8", "arp16"):
             every = 2 if style == "arp8" else 1
             if pos % every == 0:
                 notes = [base + iv for iv in shape] + [base + 12]
                 m = notes[(pos // every) % len(notes)]
-                _add(comp, _note(rng, sr, inst, m, every * step * 1.5, rng.uniform(0.6, 0.9)), when(s))
+                _add(comp, _note(rng, sr, inst, m, every * step * 1.5, rng.uniform(0.6, 0.9)), a.when(s))
         elif style == "pad":
             if pos == 0 or s == 0:
                 chord = [base + iv for iv in shape]
-                _add(comp, _note(rng, sr, inst, chord, (16 - pos) * step, 0.5), when(s))
+                _add(comp, _note(rng, sr, inst, chord, (16 - pos) * step, 0.5), a.when(s))
         else:
             ch = style[pos]
             if ch != ".":
                 vel = (1.0 if ch == "x" else 0.6) * rng.uniform(0.7, 1.0)
                 chord = [base + iv for iv in shape]
-                _add(comp, _note(rng, sr, inst, chord, g["comp_len"] * step, vel / len(shape) * 2), when(s))
+                _add(comp, _note(rng, sr, inst, chord, g["comp_len"] * step, vel / len(shape) * 2), a.when(s))
     drive = rng.uniform(*g["dist"])
     if drive > 0:
         comp = np.tanh(drive * _peaknorm(comp)) / np.tanh(drive)
+    return comp
 
-    bass = np.zeros(n)
+
+def _bass_note(bstyle: str, pos: int, s: int, low: int, shape, walk: int) -> tuple[int | None, int, int]:
+    """(midi note or None, hold in steps, walk counter) of a bass style at bar position ``pos``."""
+    m, hold = None, 2
+    if bstyle == "walk" and pos % 4 == 0:
+        m = low + (shape[walk % len(shape)] if pos else 0)
+        walk += 1
+        hold = 4
+    elif bstyle == "boogie" and pos % 2 == 0:
+        m = low + (0, 4, 7, 9, 10, 9, 7, 4)[pos // 2]
+    elif bstyle == "rootfifth" and pos % 8 == 0:
+        m = low + (0 if pos == 0 else 7)
+        hold = 4
+    elif bstyle == "octave" and pos % 2 == 0:
+        m = low + (12 if pos % 4 == 2 else 0)
+    elif bstyle == "root8" and pos % 2 == 0:
+        m = low
+    elif bstyle == "root16":
+        m, hold = low, 1
+    elif bstyle == "sparse" and "x..x..x...x....."[pos] == "x":
+        m, hold = low, 3
+    elif bstyle == "reggae" and "x..x..x.x.....x."[pos] == "x":
+        m = low + (0, 0, 7, 0, 0, 0, 0, 0, 12, 0, 0, 0, 0, 0, 10, 0)[pos]
+    elif bstyle == "sustain" and (pos == 0 or s == 0):
+        m, hold = low, 16 - pos
+    return m, hold, walk
+
+
+def _bass_track(a: _Arrangement) -> np.ndarray:
+    rng, g = a.rng, a.g
+    bass = np.zeros(a.n)
     binst = _instrument(rng, _pick(rng, g["bass_inst"]))
     bstyle = _pick(rng, g["bass"])
     walk = 0
-    for s in range(n_steps):
-        pos = (s + start_step) % 16
-        root, shape = chord_at(s)
-        low = 36 + (key + root) % 12
-        m, hold = None, 2
-        if bstyle == "walk" and pos % 4 == 0:
-            m = low + (shape[walk % len(shape)] if pos else 0)
-            walk += 1
-            hold = 4
-        elif bstyle == "boogie" and pos % 2 == 0:
-            m = low + (0, 4, 7, 9, 10, 9, 7, 4)[pos // 2]
-        elif bstyle == "rootfifth" and pos % 8 == 0:
-            m = low + (0 if pos == 0 else 7)
-            hold = 4
-        elif bstyle == "octave" and pos % 2 == 0:
-            m = low + (12 if pos % 4 == 2 else 0)
-        elif bstyle == "root8" and pos % 2 == 0:
-            m = low
-        elif bstyle == "root16":
-            m, hold = low, 1
-        elif bstyle == "sparse" and "x..x..x...x....."[pos] == "x":
-            m, hold = low, 3
-        elif bstyle == "reggae" and "x..x..x.x.....x."[pos] == "x":
-            m = low + (0, 0, 7, 0, 0, 0, 0, 0, 12, 0, 0, 0, 0, 0, 10, 0)[pos]
-        elif bstyle == "sustain" and (pos == 0 or s == 0):
-            m, hold = low, 16 - pos
+    for s in range(a.n_steps):
+        pos = (s + a.start_step) % 16
+        root, shape = a.chord_at(s)
+        m, hold, walk = _bass_note(bstyle, pos, s, 36 + (a.key + root) % 12, shape, walk)
         if m is not None:
-            _add(bass, _note(rng, sr, binst, m, hold * step, rng.uniform(0.7, 1.0)), when(s))
+            _add(bass, _note(rng, a.sr, binst, m, hold * a.step, rng.uniform(0.7, 1.0)), a.when(s))
+    return bass
 
-    lead = np.zeros(n)
+
+def _lead_track(a: _Arrangement) -> np.ndarray:
+    """A random walk over the scale's degrees, notes of 1 to 4 steps, rests by ``lead_density``."""
+    rng, g, scale = a.rng, a.g, a.scale
+    lead = np.zeros(a.n)
     linst = _instrument(rng, _pick(rng, g["lead_inst"]))
     density = rng.uniform(*g["lead_density"])
     degree = int(rng.integers(len(scale)))
     s = 0
-    while s < n_steps and density > 0:
+    while s < a.n_steps and density > 0:
         if rng.random() < density:
             degree = int(np.clip(degree + rng.integers(-2, 3), -3, 2 * len(scale)))
             octave, d = divmod(degree, len(scale))
-            m = g["lead_reg"] + (key + scale[d] - g["lead_reg"]) % 12 + 12 * octave
+            m = g["lead_reg"] + (a.key + scale[d] - g["lead_reg"]) % 12 + 12 * octave
             hold = int(_pick(rng, (1, 2, 2, 3, 4)))
-            _add(lead, _note(rng, sr, linst, m, hold * step, rng.uniform(0.6, 1.0)), when(s))
+            _add(lead, _note(rng, a.sr, linst, m, hold * a.step, rng.uniform(0.6, 1.0)), a.when(s))
             s += hold
         else:
             s += 2
+    return lead
 
+
+def _render_genre(rng: np.random.Generator, sr: int, n: int, genre: str) -> np.ndarray:
+    """A genre-like arrangement (drums, bass, chords, lead) of exactly n samples (peak 1)."""
+    a = _Arrangement(rng, sr, n, genre)
+    drums = _drum_track(a)  # the tracks draw from rng in this order
+    comp = _comp_track(a)
+    bass = _bass_track(a)
+    lead = _lead_track(a)
     mix = np.zeros(n)
     for track, level in ((drums, 0.9), (bass, 0.7), (comp, 0.6), (lead, 0.5)):
         if np.any(track):

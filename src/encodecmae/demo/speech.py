@@ -89,10 +89,10 @@ def _syllables(rng: np.random.Generator, k: int, pause_p: float = 0.15) -> list[
     return phones
 
 
-def _speak(rng: np.random.Generator, sr: int, phones: list[str], voice: dict) -> np.ndarray:
-    """Formant-synthesise a phone sequence (peak 1): harmonic source plus noise, shaped per frame."""
-    rate = voice["rate"]
-    durs, va, na, lo, hi, asp, forms, is_vowel = [], [], [], [], [], [], [], []
+def _phone_segments(rng: np.random.Generator, phones: list[str], rate: float) -> dict[str, list]:
+    """Per segment of a phone sequence (a consonant may have several): duration, voicing, noise,
+    aspiration, noise band and formants (a consonant takes the next vowel's), is-vowel."""
+    seg: dict[str, list] = {k: [] for k in ("durs", "va", "na", "lo", "hi", "asp", "forms", "is_vowel")}
     for p in phones:
         if p == "_":
             parts = [(rng.uniform(0.06, 0.2), 0.0, 0.0, None, None)]
@@ -101,14 +101,15 @@ def _speak(rng: np.random.Generator, sr: int, phones: list[str], voice: dict) ->
         else:
             parts = [(d * rng.lognormal(0.0, 0.15), v, nz, band, F) for d, v, nz, band, F in _CONSONANTS[p]]
         for d, v, nz, band, F in parts:
-            durs.append(d / rate)
-            va.append(v)
-            na.append(nz)
-            asp.append(1.0 if band == "asp" else 0.0)
-            lo.append(band[0] if isinstance(band, tuple) else 0.0)
-            hi.append(band[1] if isinstance(band, tuple) else 0.0)
-            forms.append(F)
-            is_vowel.append(p in _VOWELS)
+            seg["durs"].append(d / rate)
+            seg["va"].append(v)
+            seg["na"].append(nz)
+            seg["asp"].append(1.0 if band == "asp" else 0.0)
+            seg["lo"].append(band[0] if isinstance(band, tuple) else 0.0)
+            seg["hi"].append(band[1] if isinstance(band, tuple) else 0.0)
+            seg["forms"].append(F)
+            seg["is_vowel"].append(p in _VOWELS)
+    forms = seg["forms"]
     nxt = None
     for i in range(len(forms) - 1, -1, -1):  # consonants take the next vowel's formants
         if forms[i] is None:
@@ -120,7 +121,32 @@ def _speak(rng: np.random.Generator, sr: int, phones: list[str], voice: dict) ->
         if forms[i] is None:
             forms[i] = prev
         prev = forms[i]
+    return seg
 
+
+def _pitch(rng: np.random.Generator, voice: dict, tf: np.ndarray, end: float, centers, is_vowel) -> np.ndarray:
+    """F0 per frame at times ``tf``: a contour in semitones (declination, accents on vowels, an
+    optional final rise, jitter, vibrato) around the voice's F0."""
+    rate = voice["rate"]
+    T = max(end, 1e-3)
+    semis = voice["shift"] - 2.0 * voice["range"] * tf / T
+    for c, v in zip(centers, is_vowel):
+        if v and rng.random() < 0.6:
+            width = 0.07 / rate
+            semis = semis + rng.uniform(1.0, 4.0) * voice["range"] * np.exp(-0.5 * ((tf - c) / width) ** 2)
+    if rng.random() < voice.get("rise", 0.15):
+        semis = semis + 4.0 * voice["range"] * np.clip((tf - (T - 0.25)) / 0.25, 0.0, 1.0)
+    jit = np.convolve(rng.standard_normal(len(tf)), np.ones(3) / 3, mode="same")
+    semis = semis + voice["jitter"] * jit
+    if voice.get("vib", 0.0) > 0:
+        semis = semis + voice["vib"] * np.sin(_TAU * rng.uniform(5.0, 8.0) * tf)
+    return voice["f0"] * 2.0 ** (semis / 12.0)
+
+
+def _speak(rng: np.random.Generator, sr: int, phones: list[str], voice: dict) -> np.ndarray:
+    """Formant-synthesise a phone sequence (peak 1): harmonic source plus noise, shaped per frame."""
+    seg = _phone_segments(rng, phones, voice["rate"])
+    durs = seg["durs"]
     lead = 0.03
     bounds = lead + np.concatenate([[0.0], np.cumsum(durs)])
     total = bounds[-1] + lead + 0.05
@@ -129,35 +155,22 @@ def _speak(rng: np.random.Generator, sr: int, phones: list[str], voice: dict) ->
     hop = nfft // 4
     nfr = n // hop + 1
     tf = np.arange(nfr) * hop / sr
-    seg = np.clip(np.searchsorted(bounds, tf, side="right") - 1, 0, len(durs) - 1)
+    idx = np.clip(np.searchsorted(bounds, tf, side="right") - 1, 0, len(durs) - 1)
     inside = (tf >= bounds[0]) & (tf < bounds[-1])
     k = max(1, int(round(0.015 * sr / hop)))
 
     def track(values):
-        a = np.where(inside, np.asarray(values, dtype=float)[seg], 0.0)
+        a = np.where(inside, np.asarray(values, dtype=float)[idx], 0.0)
         return np.convolve(a, np.ones(k) / k, mode="same")
 
-    vaf, naf, aspf = track(va), track(na), track(asp)
-    lof = np.where(inside, np.asarray(lo)[seg], 0.0)
-    hif = np.where(inside, np.asarray(hi)[seg], 0.0)
+    vaf, naf, aspf = track(seg["va"]), track(seg["na"]), track(seg["asp"])
+    lof = np.where(inside, np.asarray(seg["lo"])[idx], 0.0)
+    hif = np.where(inside, np.asarray(seg["hi"])[idx], 0.0)
     centers = 0.5 * (bounds[:-1] + bounds[1:])
-    forms_a = np.asarray(forms, dtype=float)
+    forms_a = np.asarray(seg["forms"], dtype=float)
     F = np.stack([np.interp(tf, centers, forms_a[:, j]) for j in range(3)], axis=1) * voice["tract"]
 
-    # pitch contour in semitones: declination, accents on vowels, optional final rise, jitter
-    T = max(bounds[-1], 1e-3)
-    semis = voice["shift"] - 2.0 * voice["range"] * tf / T
-    for c, v in zip(centers, is_vowel):
-        if v and rng.random() < 0.6:
-            width = 0.07 / rate
-            semis = semis + rng.uniform(1.0, 4.0) * voice["range"] * np.exp(-0.5 * ((tf - c) / width) ** 2)
-    if rng.random() < voice.get("rise", 0.15):
-        semis = semis + 4.0 * voice["range"] * np.clip((tf - (T - 0.25)) / 0.25, 0.0, 1.0)
-    jit = np.convolve(rng.standard_normal(nfr), np.ones(3) / 3, mode="same")
-    semis = semis + voice["jitter"] * jit
-    if voice.get("vib", 0.0) > 0:
-        semis = semis + voice["vib"] * np.sin(_TAU * rng.uniform(5.0, 8.0) * tf)
-    f0f = voice["f0"] * 2.0 ** (semis / 12.0)
+    f0f = _pitch(rng, voice, tf, bounds[-1], centers, seg["is_vowel"])
     f0 = np.interp(np.arange(n) / sr, tf, f0f)
     cyc = np.cumsum(f0 / sr) + rng.random()
     k_h = np.arange(1, _n_harmonics(sr, float(f0.max())) + 1)

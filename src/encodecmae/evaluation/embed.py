@@ -17,6 +17,7 @@ at a time, so memory does not grow with a file either.
 from __future__ import annotations
 
 import argparse
+import math
 from collections import defaultdict
 from pathlib import Path
 from typing import Callable
@@ -58,14 +59,14 @@ def chunk_bounds(n_samples: int, chunk: int = CROP_SAMPLES) -> list[tuple[int, i
 
 
 @torch.no_grad()
-def embed_clips(model: EncodecMAE, clips: list[np.ndarray], layer: int = -1, batch_size: int = 16,
-                device: str | torch.device = "cpu", progress: bool = False) -> list[np.ndarray]:
-    """Frame embeddings [ceil(n/320), D] float32 of each 24-kHz clip, from encoder ``layer``.
+def run_chunks(forward: Callable[[torch.Tensor], np.ndarray], clips: list[np.ndarray], batch_size: int = 16,
+               device: str | torch.device = "cpu", progress: bool = False) -> list[list[np.ndarray]]:
+    """``forward`` of every 4-s chunk of each 24-kHz clip: per clip, its chunks' outputs in order.
 
-    ``layer`` indexes ``EncodecMAE.hidden_states``: -1 the encoder output (default), -2 the
-    last block before the final output norm.
+    Chunks of all clips are pooled and run in batches of equal length, longest first (no padding,
+    so a chunk's output does not depend on its batch). ``forward`` maps wav [b, n] on ``device``
+    to a numpy array [b, ...].
     """
-    # Pool every chunk of every clip, grouped by length so a batch never mixes lengths.
     groups: dict[int, list[tuple[int, int, int, int]]] = defaultdict(list)  # length -> (clip, idx, start, stop)
     n_chunks = []
     for ci, clip in enumerate(clips):
@@ -76,19 +77,51 @@ def embed_clips(model: EncodecMAE, clips: list[np.ndarray], layer: int = -1, bat
         for k, (s, e) in enumerate(bounds):
             groups[e - s].append((ci, k, s, e))
     out: list[list] = [[None] * n for n in n_chunks]
-    total = sum(n_chunks)
-    bar = Progress("embed", total=total, unit="chunk", disable=not progress)
+    bar = Progress("embed", total=sum(n_chunks), unit="chunk", disable=not progress)
     for length in sorted(groups, reverse=True):
         items = groups[length]
         for b0 in range(0, len(items), batch_size):
             part = items[b0 : b0 + batch_size]
             wav = torch.from_numpy(np.stack([clips[ci][s:e] for ci, _, s, e in part]).astype(np.float32))
-            h = model.hidden_states(wav.to(device))[layer].float().cpu().numpy()  # [b, t, D]
-            for (ci, k, _, _), emb in zip(part, h):
-                out[ci][k] = emb
+            for (ci, k, _, _), y in zip(part, forward(wav.to(device))):
+                out[ci][k] = y
             bar.update(len(part))
     bar.close()
-    return [np.concatenate(chunks, axis=0) for chunks in out]
+    return out
+
+
+def embed_clips(model: EncodecMAE, clips: list[np.ndarray], layer: int = -1, batch_size: int = 16,
+                device: str | torch.device = "cpu", progress: bool = False) -> list[np.ndarray]:
+    """Frame embeddings [ceil(n/320), D] float32 of each 24-kHz clip, from encoder ``layer``.
+
+    ``layer`` indexes ``EncodecMAE.hidden_states``: -1 the encoder output (default), -2 the
+    last block before the final output norm.
+    """
+    def forward(wav: torch.Tensor) -> np.ndarray:  # [b, n] -> [b, t, D]
+        return model.hidden_states(wav)[layer].float().cpu().numpy()
+
+    return [np.concatenate(chunks, axis=0) for chunks in run_chunks(forward, clips, batch_size, device, progress)]
+
+
+def plan_blocks(seconds: list[float], block_seconds: float, max_files: int | None = None,
+                alone_over: float = math.inf) -> list[list[int]]:
+    """How a split is read a block at a time: lists of consecutive file indices, a block closed
+    once it holds ``block_seconds`` of audio or ``max_files`` files; a file longer than
+    ``alone_over`` seconds is a block of its own. NaN (an unreadable header) counts as 0 s."""
+    blocks, cur, secs = [], [], 0.0
+    for i, s in enumerate(seconds):
+        if s > alone_over:
+            blocks += [cur, [i]] if cur else [[i]]
+            cur, secs = [], 0.0
+            continue
+        cur.append(i)
+        secs += s if s == s else 0.0
+        if secs >= block_seconds or (max_files is not None and len(cur) >= max_files):
+            blocks.append(cur)
+            cur, secs = [], 0.0
+    if cur:
+        blocks.append(cur)
+    return blocks
 
 
 class Embedder:
@@ -154,37 +187,22 @@ def embed_task(checkpoint: str | Path, task_dir: str | Path, out: str | Path, la
                              "blocks": [BLOCK_FILES, BLOCK_SECONDS, LONG_FILE_SECONDS]})
     for split in splits:
         files = split_files(task_dir, split)
+        paths = [clip_path(task_dir, sr, split, f) for f in files]
+        seconds = [audio_seconds(p) for p in paths]  # NaN when unreadable: load_audio names the file
         bar = Progress(f"embed {split}", total=len(files), unit="file")
-        parts, block, block_seconds = [], [], 0.0
-
-        def add(embed, n_files: int) -> None:  # the next block's scene embeddings, from an earlier run if it got there
-            name = f"{split}-{len(parts):09d}"
-            part = store.get(name)
+        parts = []
+        # memory holds one block of audio (BLOCK_SECONDS or BLOCK_FILES), not the split's
+        for b, idx in enumerate(plan_blocks(seconds, BLOCK_SECONDS, BLOCK_FILES, LONG_FILE_SECONDS)):
+            name = f"{split}-{b:09d}"
+            part = store.get(name)  # a block from an earlier run, if it got there
             if part is None:
-                part = embed()
+                if seconds[idx[0]] > LONG_FILE_SECONDS:  # alone in its block, read a block at a time
+                    part = emb.stream_scene(paths[idx[0]])[None]
+                else:
+                    part = emb.scenes([load_audio(paths[i], sr) for i in idx], sr)
                 store.put(name, part)
             parts.append(part)
-            bar.update(n_files)
-
-        def flush() -> None:  # embed the clips gathered so far, in order
-            nonlocal block, block_seconds
-            if block:
-                paths = block
-                add(lambda: emb.scenes([load_audio(p, sr) for p in paths], sr), len(paths))
-            block, block_seconds = [], 0.0
-
-        # memory holds one block of audio (BLOCK_SECONDS or BLOCK_FILES), not the split's
-        for path in (clip_path(task_dir, sr, split, f) for f in files):
-            seconds = audio_seconds(path)  # NaN when unreadable: load_audio names the file
-            if seconds > LONG_FILE_SECONDS:
-                flush()
-                add(lambda path=path: emb.stream_scene(path)[None], 1)
-                continue
-            block.append(path)
-            block_seconds += seconds if seconds == seconds else 0.0
-            if block_seconds >= BLOCK_SECONDS or len(block) >= BLOCK_FILES:
-                flush()
-        flush()
+            bar.update(len(idx))
         bar.close()
         arrays[f"emb_{split}"] = np.concatenate(parts) if parts else np.zeros((0, emb.model.cfg.d_model), np.float32)
         arrays[f"files_{split}"] = np.array(files)

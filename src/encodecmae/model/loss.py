@@ -44,18 +44,22 @@ def mae_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, va
     m = (mask & valid).float()  # [B, T]
     u = (~mask & valid).float()
     g = gamma.to(ce.device, ce.dtype)
+
+    def batch_mean(w: torch.Tensor) -> torch.Tensor:  # [Q]: mean CE over the batch's frames of weight w [B, T]
+        return (ce * w[..., None]).sum((0, 1)) / w.sum().clamp_min(1)
+
     if norm == "clip":
         n_m, n_u = m.sum(1), u.sum(1)  # [B]
         ce_m = (ce * m[..., None]).sum(1) / n_m.clamp_min(1)[:, None]  # [B, Q] per-clip mean over M
         ce_u = (ce * u[..., None]).sum(1) / n_u.clamp_min(1)[:, None]
         loss = (delta * (ce_m * g).sum(1) + (1.0 - delta) * (ce_u * g).sum(1)).mean()  # mean over clips
-    else:
-        ce_m = (ce * m[..., None]).sum((0, 1)) / m.sum().clamp_min(1)  # [Q] mean over the batch's M
-        ce_u = (ce * u[..., None]).sum((0, 1)) / u.sum().clamp_min(1)
-        loss = delta * (ce_m * g).sum() + (1.0 - delta) * (ce_u * g).sum()
+        with torch.no_grad():
+            masked_ce, unmasked_ce = batch_mean(m), batch_mean(u)
+    else:  # the batch means are the loss's terms: computed once, logged detached
+        masked_ce, unmasked_ce = batch_mean(m), batch_mean(u)  # [Q] means over the batch's M and U
+        loss = delta * (masked_ce * g).sum() + (1.0 - delta) * (unmasked_ce * g).sum()
+        masked_ce, unmasked_ce = masked_ce.detach(), unmasked_ce.detach()
     with torch.no_grad():
         hit = (logits.argmax(-1) == targets.transpose(1, 2)).float()  # [B, T, Q]
-        masked_ce = (ce * m[..., None]).sum((0, 1)) / m.sum().clamp_min(1)
-        unmasked_ce = (ce * u[..., None]).sum((0, 1)) / u.sum().clamp_min(1)
         masked_acc = (hit * m[..., None]).sum((0, 1)) / m.sum().clamp_min(1)
     return {"loss": loss, "masked_ce": masked_ce, "unmasked_ce": unmasked_ce, "masked_acc": masked_acc}
