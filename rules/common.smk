@@ -39,7 +39,7 @@ ENCODEC_CKPT = (
 wildcard_constraints:
     model="|".join(EXPERIMENTS),
     teacher="|".join(EXPERIMENTS),
-    source="|".join(SOURCES),
+    source="|".join(SOURCES) or "^$",
     task="|".join(TASKS),
     release="|".join(RELEASED) or "^$",
     shard=r"\d{3}\d*",  # 000 ... 999, 1000 ... (Snakemake reads {3,} as no quantifier)
@@ -189,7 +189,7 @@ def target_index(exp, source):
 def train_inputs(wildcards):
     exp = EXPERIMENTS[wildcards.model]
     inputs = {"shards": [shard_index(s) for s in exp.sources], "targets": [target_index(exp, s) for s in exp.sources]}
-    if exp.teacher is None:
+    if exp.estimates_gamma:  # config encodec.gamma: estimate (a given list is in train_settings)
         inputs["gamma"] = f"{R}/gamma.json"
     if exp.init is not None:
         inputs["init"] = f"{R}/models/{exp.init}/model.pt"
@@ -217,7 +217,7 @@ def train_input_flags(wildcards, input):
     """Flags naming the training inputs besides shards and targets."""
     exp = EXPERIMENTS[wildcards.model]
     flags = []
-    if exp.teacher is None:
+    if exp.estimates_gamma:
         flags.append(f"--gamma-file {input.gamma}")
     if exp.init is not None:
         flags.append(f"--init-from {input.init}")
@@ -334,9 +334,10 @@ def asr_role_hours(wildcards):
 
 
 def table2_spec():
-    """Our Table 2 rows: each model's label and the paper row it reproduces."""
-    return shlex.quote(json.dumps([{"name": m, "label": EXPERIMENTS[m].label, "paper_row": ASR["models"][m]}
-                                   for m in ASR_MODELS]))
+    """Our Table 2 rows: each model's label, the paper row it reproduces, and the released
+    checkpoint it is (none: trained here)."""
+    return shlex.quote(json.dumps([{"name": m, "label": EXPERIMENTS[m].label, "paper_row": ASR["models"][m],
+                                    "released": EXPERIMENTS[m].released} for m in ASR_MODELS]))
 
 
 def asr_train_resource(key):

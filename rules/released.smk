@@ -1,6 +1,9 @@
-# The authors' released checkpoints (the paper's models, Hugging Face hub lpepino/encodecmae-*):
-# downloaded (checksum-verified when config `released.NAME.sha256` is given), converted into this
-# package's model, then embedded and scored by the same HEAR rules as the models trained here.
+# The authors' released checkpoints (docs/released-models.md): v2, the paper's models
+# (lpepino/encodecmae-v2, NAME.pt), and v1, the first version's EC->EC models
+# (lpepino/encodecmae-SIZE, model.pt). Each is downloaded to data/released/NAME/model.pt (checksum-
+# verified when config `released.NAME.sha256` is given), converted into this package's model
+# (the converter reads the release, input, sizes, heads and streams from the file itself), then
+# embedded and scored by the same HEAR and ASR rules as the models trained here.
 
 
 rule download_released:
@@ -15,7 +18,7 @@ rule download_released:
     log:
         f"{D}/logs/download_released/{{release}}.log",
     shell:
-        "python -m encodecmae download --url {params.url} --checksum {params.checksum} --out {output} > {log} 2>&1"
+        "python -m encodecmae download --url {params.url:q} --checksum {params.checksum} --out {output} > {log} 2>&1"
 
 
 rule import_released:
@@ -37,4 +40,4 @@ rule import_released:
         f"{R}/logs/import_released/{{model}}.log",
     shell:
         "python -m encodecmae import-released --checkpoint {input} --out {output} --name {params.release} "
-        "--url {params.url} > {log} 2>&1"
+        "--url {params.url:q} > {log} 2>&1"

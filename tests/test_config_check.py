@@ -121,7 +121,7 @@ def test_many_problems_are_counted_not_listed():
 def test_defaults_are_filled_in_as_snakemake_validate_does():
     from snakemake.utils import validate
 
-    for name in ("config.yaml", "ci.yaml", "paper.yaml"):
+    for name in ("config.yaml", "ci.yaml", "paper.yaml", "released.yaml"):
         cfg = yaml.safe_load((REPO / "config" / name).read_text())
         ours, theirs = copy.deepcopy(cfg), copy.deepcopy(cfg)
         assert check_config(ours, SCHEMA) is ours

@@ -32,10 +32,11 @@ def test_paper_rows_cover_table1():
     exps = resolve(config("paper.yaml"))
     lines = sorted(e.paper_line for e in exps.values() if e.paper_line and not e.released)
     assert lines == list(range(1, 13))
-    # the five released models sit on their lines, beside the retrained ones
+    # the released models sit on their lines, beside the retrained ones (tests/test_released_config.py)
     released = {e.released: e.paper_line for e in exps.values() if e.released}
-    assert released == {"small": 1, "base": 4, "base-st": 8, "large": 10, "large-st": 11}
-    assert exps["released_large_st"].size == "large" and exps["released_base_st"].steps == 0
+    assert {released[n] for n in ("mel256-ec-small", "mel256-ec-base", "mel256-ec-base_st", "mel256-ec-large",
+                                  "mel256-ec-large_st")} == {1, 4, 8, 10, 11}
+    assert exps["v2_large_st"].size == "large" and exps["v2_base_st"].steps == 0
     assert exps["ec_base"].input == "encodec" and exps["mel128_base"].input == "mel128"
     assert exps["mel256_base_as"].sources == ["audioset"]
     assert exps["mel256_large_st"].teacher == "mel256_base_st"  # large + ST learns base + ST's clusters
@@ -43,8 +44,11 @@ def test_paper_rows_cover_table1():
 
 
 def test_paper_configuration_trains_the_released_architecture_with_two_ablations():
+    """The authors' v2 code: a shared feed-forward block, zeros at masked positions, a positional
+    scale on the encoder input and another in the decoder, the 318-sample mel framing, mask spans
+    ending inside the clip, batch-normalised loss."""
     exps = resolve(config("paper.yaml"))
-    released = dict(feedforward="shared", mask_token="zeros", positions="shared", mel_framing="released",
+    released = dict(feedforward="shared", mask_token="zeros", positions="per_stack", mel_framing="released",
                     mask_starts="released", loss_norm="batch")
     trained = {n: e for n, e in exps.items() if not e.released}
     for name, e in trained.items():
@@ -98,6 +102,19 @@ def test_run_key_covers_what_the_resume_check_compares():
     assert b["mel256_base_st"] != a["mel256_base_st"]  # ... but its student (init and teacher) starts again
     assert b["mel256_large_st"] != a["mel256_large_st"]  # and so does the student of that student
     assert b["mel256_large"] == a["mel256_large"]  # a row that does not depend on it keeps its run
+
+    given_gamma = copy.deepcopy(cfg)  # weights given instead of estimated: new runs, except for students
+    given_gamma["encodec"]["gamma"] = [0.125] * 8
+    b = keys(given_gamma)
+    assert b["mel256_base"] != a["mel256_base"] and b["mel256_large"] != a["mel256_large"]
+    other_weights = copy.deepcopy(given_gamma)
+    other_weights["encodec"]["gamma"][0] = 0.5
+    assert keys(other_weights)["mel256_base"] != b["mel256_base"]
+    given_gamma["encodec"]["gamma_clips"] += 1  # not an input of a given gamma
+    assert keys(given_gamma) == b
+    explicit = copy.deepcopy(cfg)  # "estimate", written or the default, keeps the runs trained before it existed
+    explicit["encodec"]["gamma"] = "estimate"
+    assert keys(explicit) == a
 
     retrained_teacher = copy.deepcopy(cfg)
     retrained_teacher["selftraining"]["k"] += 1

@@ -35,7 +35,7 @@ def build_table2(spec: list[dict], scores: dict[str, dict], params_m: dict[str, 
     rows, shown = [], set()
     for m in spec:
         s = scores[m["name"]]
-        rows.append({"model": m["name"], "label": m["label"], "source": "ours",
+        rows.append({"model": m["name"], "label": m["label"], "source": "released" if m.get("released") else "ours",
                      "wer_no_lm": round(100 * s["wer_greedy"], 2), "wer_with_lm": round(100 * s["wer_lm"], 2),
                      "cer_no_lm": round(100 * s["cer_greedy"], 2),
                      "params_m": round(params_m.get(m["name"], math.nan), 2)})
@@ -70,7 +70,7 @@ def to_markdown(table: pd.DataFrame, test_set: str, downstream: str = "a BiLSTM-
         label = f"*{r['label']}*" if r["source"] == "paper" else r["label"]
         lines.append(f"| {label} | {num(r['wer_no_lm'], '.2f')} | {num(r['wer_with_lm'], '.2f')} | "
                      f"{num(r['cer_no_lm'], '.2f')} | {num(r['params_m'], 'g')} |")
-    ours = (table.source == "ours").any()
+    ours = (table.source != "paper").any()  # trained here, or released weights through our protocol
     note = (f"\nWord error rates in percent on {test_set}: greedy CTC decoding (w/o LM) and a lexicon beam search "
             f"under the n-gram LM (w/ LM), of {downstream} trained on a learned mix of the frozen encoder's "
             "layers (SUPERB's downstream: 2 layers of 1,024 units, 200,000 steps of 32). CER: character error rate "
@@ -102,7 +102,7 @@ def make_table2(spec: list[dict], score_files: list[str | Path], checkpoints: li
 
 def register(sub) -> None:
     p = sub.add_parser("make-table2", help="Table 2 of the paper (ASR word error rates) from the ASR score files")
-    p.add_argument("--spec", required=True, help="JSON list of {name, label, paper_row} in config order")
+    p.add_argument("--spec", required=True, help="JSON list of {name, label, paper_row, released} in config order")
     p.add_argument("--scores", nargs="*", default=[], help="ASR score JSONs, .../MODEL/scores.json (none: the "
                    "paper's rows only)")
     p.add_argument("--checkpoints", nargs="*", default=[], help=".../MODEL/model.pt")

@@ -50,6 +50,15 @@ def estimate_gamma(tokenizer: EncodecTokenizer, clips: Sequence[np.ndarray], n_c
     return (err / err.sum()).numpy()
 
 
+def compare_gamma(estimate: Sequence[float], given: Sequence[float]) -> dict:
+    """The estimate beside given weights (the released models' constants, config encodec.gamma):
+    per codebook the difference estimate - given, and the largest absolute difference."""
+    if len(estimate) != len(given):
+        raise ValueError(f"{len(given)} given weights for {len(estimate)} codebooks")
+    diff = [float(e) - float(g) for e, g in zip(estimate, given)]
+    return {"given": [float(g) for g in given], "difference": diff, "max_abs_difference": max(map(abs, diff))}
+
+
 # --------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------
@@ -64,6 +73,8 @@ def register(sub) -> None:
     p.add_argument("--gamma-clips", type=int, default=150, help="random clips (one 4-s crop each)")
     p.add_argument("--seed", type=int, default=0, help="seeds the clip and crop sample")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    p.add_argument("--compare-with", nargs="+", type=float, default=None, metavar="G",
+                   help="weights to compare the estimate with (one per codebook); written under 'compared'")
     p.set_defaults(func=cmd_estimate_gamma)
 
 
@@ -72,6 +83,8 @@ def cmd_estimate_gamma(args: argparse.Namespace) -> None:
     clips = shard_clips(shard_dirs=args.shards)
     gamma = estimate_gamma(tokenizer=tokenizer, clips=clips, n_clips=args.gamma_clips, seed=args.seed)
     result = {"gamma": [float(g) for g in gamma], "n_clips": min(args.gamma_clips, len(clips)), "n_q": args.n_q}
+    if args.compare_with:
+        result["compared"] = compare_gamma(gamma, args.compare_with)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

@@ -4,7 +4,9 @@ The workflow's config declares models as a list of experiments (one row per mode
 module turns a row into the inputs and command-line parameters of its training rule, checks
 references between rows (``init``, ``targets.clusters_of``), and keeps the logic out of the
 Snakefile so it can be unit-tested. A row with ``released: NAME`` trains nothing: its model is
-the authors' released checkpoint ``NAME`` (the config's ``released:`` section), converted.
+the authors' released checkpoint ``NAME`` (the config's ``released:`` section), converted. A
+configuration of released rows only needs no corpus (config/released.yaml). The loss weights
+gamma_q of EnCodec targets are estimated (rule estimate_gamma) or given (``encodec.gamma``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from encodecmae.model.config import SIZES
@@ -41,18 +44,28 @@ class Experiment:
     train: dict = field(default_factory=dict)
     paper_line: int | None = None
     released: str | None = None  # a released checkpoint's name (config ``released:``): nothing to train
+    # per-stream loss weights: None - estimated by rule estimate_gamma (EnCodec targets, config
+    # ``encodec.gamma: estimate``); else as given (the config's list, or [1.0] for cluster targets)
+    gamma: list[float] | None = None
 
     @property
     def targets_kind(self) -> str:
         return "encodec" if self.teacher is None else "clusters"
+
+    @property
+    def estimates_gamma(self) -> bool:
+        """Whether training reads gamma_q from the estimate (results/gamma.json)."""
+        return not self.released and self.gamma is None
 
     def train_params(self) -> dict:
         """Everything the training command gets besides file paths: the rule's ``params``."""
         p = {"input": self.input, "size": self.size, "steps": self.steps, **self.arch, **self.train}
         if self.n_classes is not None:
             p["n_classes"] = self.n_classes
-        if self.teacher is not None:  # one stream of cluster ids, weighted 1
-            p.update(n_streams=1, gamma=[1.0])
+        if self.teacher is not None:  # one stream of cluster ids
+            p["n_streams"] = 1
+        if self.gamma is not None:
+            p["gamma"] = list(self.gamma)
         if self.init is not None:  # a student learns new targets with a new head
             p["reset_head"] = self.teacher is not None
         return p
@@ -60,11 +73,12 @@ class Experiment:
 
 def resolve(config: dict) -> dict[str, Experiment]:
     """Experiments by name, in config order; raises ConfigError naming the bad key."""
-    sources = list(config["corpus"]["sources"])
+    sources = list(config.get("corpus", {}).get("sources", {}))  # none: a config that trains nothing
     archs = config.get("architectures", {})
     defaults = {k: v for k, v in config.get("training", {}).items() if k in TRAIN_KEYS}
     out: dict[str, Experiment] = {}
     released = config.get("released", {})
+    gamma = encodec_gamma(config.get("encodec", {}))
     for i, row in enumerate(config["experiments"]):
         name = row["name"]
         where = f"experiments[{i}]"
@@ -102,6 +116,9 @@ def resolve(config: dict) -> dict[str, Experiment]:
         bad = [s for s in srcs if s not in sources]
         if bad:
             raise ConfigError(f"{where}.sources: {bad} not defined under corpus.sources")
+        if not srcs:
+            raise ConfigError(f"{where}: {name!r} trains on no corpus source (corpus.sources is empty); add "
+                              f"sources, or make the row 'released'")
         # the targets' classes: the teacher's k-means clusters, or the EnCodec codebook entries (a
         # model that continues from ``init`` on the same targets keeps its head)
         n_classes = (config["selftraining"]["k"] if teacher is not None
@@ -117,11 +134,25 @@ def resolve(config: dict) -> dict[str, Experiment]:
             name=name, label=row.get("label", name), input=row.get("input", base.input if base else "mel256"),
             size=size, arch=dict(archs[arch_name]) if arch_name else (dict(base.arch) if base else {}),
             sources=list(srcs), steps=int(row["steps"]), teacher=teacher, init=init, n_classes=n_classes,
-            train=train, paper_line=row.get("paper_line"))
+            train=train, paper_line=row.get("paper_line"), gamma=[1.0] if teacher is not None else gamma)
     unknown = [m for m in config.get("asr", {}).get("models", {}) if m not in out]
     if unknown:
         raise ConfigError(f"asr.models: {unknown} are not experiments ({', '.join(out)})")
     return out
+
+
+def encodec_gamma(encodec: dict) -> list[float] | None:
+    """The configured gamma_q of EnCodec targets: a list of ``n_q`` weights, or None for
+    "estimate" (rule estimate_gamma); raises ConfigError when the list's length is not n_q."""
+    gamma = encodec.get("gamma", "estimate")
+    if gamma == "estimate":
+        return None
+    n_q = encodec.get("n_q", 8)
+    if not isinstance(gamma, list) or len(gamma) != n_q:
+        got = f"{len(gamma)} weights" if isinstance(gamma, list) else repr(gamma)
+        raise ConfigError(f"encodec.gamma: {got}, but encodec.n_q is {n_q}: give one weight per codebook, "
+                          f"or 'estimate'")
+    return [float(g) for g in gamma]
 
 
 def _released_row(row: dict, where: str, released: dict) -> Experiment:
@@ -131,7 +162,10 @@ def _released_row(row: dict, where: str, released: dict) -> Experiment:
     extra = sorted(k for k in row if k not in ("name", "label", "released", "paper_line", "size"))
     if extra:
         raise ConfigError(f"{where}: a released model is not trained here; remove {', '.join(extra)}")
-    size = row.get("size") or name.split("-")[0]
+    # the size preset (which sizes the jobs' resources; the converter reads the real shapes from the
+    # file): given, or the first preset the release's name mentions (mel256-ec-base_st, base-st)
+    named = re.search("|".join(s for s in SIZES if s != "debug"), name)
+    size = row.get("size") or (named.group(0) if named else None)
     if size not in SIZES:
         raise ConfigError(f"{where}.size: {size!r} is not one of {sorted(SIZES)} (give the released model's size)")
     return Experiment(name=row["name"], label=row.get("label", row["name"]), input="mel256", size=size, arch={},
@@ -143,7 +177,7 @@ def source_shards(corpus: dict) -> dict[str, int]:
     """Shards per corpus source: its ``n_shards``, or its expected ``hours`` / ``shard_hours``
     rounded up (the shard plan deals the files that are really there to that many shards)."""
     out = {}
-    for name, src in corpus["sources"].items():
+    for name, src in corpus.get("sources", {}).items():
         if src.get("n_shards"):
             out[name] = int(src["n_shards"])
         elif src.get("hours"):
@@ -168,9 +202,13 @@ def run_keys(config: dict, experiments: dict[str, Experiment], n_shards: dict[st
     gamma's inputs, a teacher retrained or trained longer) starts a new run instead of an error
     or a stale checkpoint.
     """
-    corpus = config["corpus"]
+    corpus = config.get("corpus", {})
     demo = {k: corpus[k] for k in ("demo_seed", "demo_minutes") if k in corpus}
-    encodec = {k: v for k, v in config["encodec"].items() if k != "batch_size"}
+    # gamma: a configured list is in the row's own settings; an estimate follows from the other
+    # EnCodec settings and gamma_clips, which are not inputs when it is given
+    given = encodec_gamma(config.get("encodec", {})) is not None
+    encodec = {k: v for k, v in config.get("encodec", {}).items()
+               if k not in ("batch_size", "gamma") and not (given and k == "gamma_clips")}
     keys: dict[str, str] = {}
 
     def upstream(name: str) -> dict:  # a run this one learns from: which run, and how long it ran
