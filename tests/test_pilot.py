@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import re
 import resource
 import subprocess
 import sys
@@ -92,6 +93,23 @@ def test_pilot_runs_its_gpu_jobs_one_at_a_time_on_one_gpu(plan):
                       "extract_asr_features", "train_asr"}
     assert all(gpu[rule] <= {0, 1} for rule in gpu)  # untrained writes its weights on a CPU: 0
     assert gpu["resample_shard"] == gpu["score_task"] == gpu["decode_asr"] == {0}
+
+
+def test_pilot_plans_the_same_jobs_through_the_slurm_profile_on_one_gpu_node(plan, tmp_path):
+    """The SLURM command of docs/pilot.md: the same jobs, the downloads local, base training on one GPU."""
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "slurm", "-d", str(tmp_path / "run"), "--cores", "all",
+           "--resources", "gpu=1", "--configfile", str(PILOT), "-n"]
+    res = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    out = res.stdout + res.stderr
+    assert job_stats(out) == job_stats(plan[0])
+    train = {w["model"]: r for rule, w, r in job_resources(out) if rule == "train_mae"}
+    assert train["mel256_base"]["gpu"] == train["mel256_base_st"]["gpu"] == 1
+    assert train["mel256_base"]["runtime"] < 48 * 60  # one job (150k steps at the profile's 3 steps/s, +25 %)
+    # downloads run where Snakemake runs (the internet), not on the node (as the paper plan's test)
+    rules = "".join(f.read_text() for f in (REPO / "rules").glob("*.smk"))
+    local = set(re.findall(r"^rule (\w+):\n(?:    .*\n|\n)*?    localrule: True", rules, re.M))
+    assert {r for r in job_stats(out) if r.startswith("download_")} <= local
 
 
 def test_pilot_fetches_everything_and_checks_what_is_published():
