@@ -6,7 +6,6 @@ server on 127.0.0.1."""
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import re
 import resource
@@ -20,8 +19,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
 import yaml
+from test_data_downloads import add, tone, wav_bytes
 from test_workflow import job_resources
 from workflow_helpers import ENV, REPO, edited_config, file_server, job_stats, snakemake
 
@@ -179,19 +178,6 @@ def test_pilot_fits_one_h100_day_with_a_quarter_to_spare():
 # --- the data rules against 127.0.0.1 -------------------------------------------------------------
 
 
-def flac_bytes(freq: float, seconds: float, sr: int, fmt: str = "FLAC") -> bytes:
-    t = np.arange(int(seconds * sr)) / sr
-    buf = io.BytesIO()
-    sf.write(buf, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), sr, format=fmt, subtype="PCM_16")
-    return buf.getvalue()
-
-
-def add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tar.addfile(info, io.BytesIO(data))
-
-
 @pytest.mark.slow
 def test_pilot_librispeech_and_fma_rules_download_verify_and_shard(tmp_path):
     """The pilot's speech and music sources, as their publishers lay them out (LibriSpeech's
@@ -203,12 +189,12 @@ def test_pilot_librispeech_and_fma_rules_download_verify_and_shard(tmp_path):
     with tarfile.open(www / "train-clean-100.tar.gz", "w:gz") as tar:
         chapter = "LibriSpeech/train-clean-100/19/198"
         for u in range(3):
-            add(tar, f"{chapter}/19-198-{u:04d}.flac", flac_bytes(150 + 30 * u, 2.0, 16000))
+            add(tar, f"{chapter}/19-198-{u:04d}.flac", wav_bytes(tone(150 + 30 * u, 2.0, 16000), 16000, fmt="FLAC"))
         add(tar, f"{chapter}/19-198.trans.txt", b"19-198-0000 A\n19-198-0001 B\n19-198-0002 C\n")
         add(tar, "LibriSpeech/README.TXT", b"toy\n")
     with zipfile.ZipFile(www / "fma_small.zip", "w") as z:
         for i in range(2):
-            z.writestr(f"fma_small/00{i}/00{i}00{i}.wav", flac_bytes(400 + 100 * i, 3.0, 44100, fmt="WAV"))
+            z.writestr(f"fma_small/00{i}/00{i}00{i}.wav", wav_bytes(tone(400 + 100 * i, 3.0, 44100), 44100))
     md5 = hashlib.md5((www / "train-clean-100.tar.gz").read_bytes()).hexdigest()
     sha1 = hashlib.sha1((www / "fma_small.zip").read_bytes()).hexdigest()
     with file_server(www) as server:
