@@ -21,7 +21,7 @@ TRAINED = [name for name, e in EXPERIMENTS.items() if e.steps > 0]
 RELEASED = config["released"]
 RELEASED_ROWS = [name for name, e in EXPERIMENTS.items() if e.released]  # converted, not trained
 SOURCES = config["corpus"]["sources"]
-N_SHARDS = source_shards(config["corpus"])  # by duration: expected hours / shard_hours
+N_SHARDS = source_shards(config["corpus"], config.get("asr"))  # by duration: expected hours / shard_hours
 RUN_KEYS = run_keys(config, EXPERIMENTS, N_SHARDS)  # names each training run's checkpoint directory
 TASKS = config["tasks"]
 ASR = config.get("asr", {})  # the ASR evaluation's downloads (LibriSpeech, LM, lexicon); none in the demo
@@ -92,6 +92,8 @@ def source_input(wildcards):
         return f"{D}/downloads/{wildcards.source}"
     if src.get("youtube"):
         return youtube_status_tables([wildcards.source])
+    if src.get("asr_split"):
+        return f"{D}/asr/librispeech/{src['asr_split']}"
     return []
 
 
@@ -101,6 +103,8 @@ def source_dir(wildcards):
         return f"{D}/raw/demo/{wildcards.source}"
     if src.get("youtube"):
         return f"{D}/downloads/{wildcards.source}/audio"
+    if src.get("asr_split"):
+        return f"{D}/asr/librispeech/{src['asr_split']}"
     return f"{D}/downloads/{wildcards.source}" if src.get("archives") else src["path"]
 
 

@@ -173,11 +173,17 @@ def _released_row(row: dict, where: str, released: dict) -> Experiment:
                       released=name)
 
 
-def source_shards(corpus: dict) -> dict[str, int]:
+def source_shards(corpus: dict, asr: dict | None = None) -> dict[str, int]:
     """Shards per corpus source: its ``n_shards``, or its expected ``hours`` / ``shard_hours``
-    rounded up (the shard plan deals the files that are really there to that many shards)."""
+    rounded up (the shard plan deals the files that are really there to that many shards).
+    A source whose audio is a LibriSpeech split of the ASR evaluation (``asr_split``) must name
+    one that ``asr`` (the config's asr section) downloads."""
     out = {}
     for name, src in corpus.get("sources", {}).items():
+        split = src.get("asr_split")
+        if split is not None and split not in (asr or {}).get("librispeech", {}):
+            raise ConfigError(f"corpus.sources.{name}.asr_split: {split!r} is not a split under asr.librispeech "
+                              f"({sorted((asr or {}).get('librispeech', {}))})")
         if src.get("n_shards"):
             out[name] = int(src["n_shards"])
         elif src.get("hours"):
