@@ -131,3 +131,24 @@ def test_rows_of_one_paper_line_come_together_then_the_paper(tmp_path, tasks, de
     md = (tmp_path / "t.md").read_text()
     assert "| released base |" in md and "| *paper (4)" in md and "- released base: unknown" in md
     assert set(table_metrics(tmp_path / "t.csv")) == {"base", "rel_base", "small", "ablation"}
+
+
+def test_hear_preprocess_metadata_names_the_paper_column(tmp_path):
+    """hear-preprocess writes task_name, version and mode apart; a 5-h NSynth fills the 50-h
+    column and is named as another version."""
+    from encodecmae.evaluation.tasks import hear_task_name, task_short_name
+
+    def task(name, meta):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "task_metadata.json").write_text(json.dumps(meta))
+        return d
+
+    full = task("esc", {"task_name": "esc50", "version": "v2.0.0", "mode": "full"})
+    assert hear_task_name({"task_name": "esc50", "version": "v2.0.0", "mode": "full"}) == "esc50-v2.0.0-full"
+    assert task_short_name(full) == ("ESC", None)
+    five = task("ns", {"task_name": "nsynth_pitch", "version": "v2.2.3", "mode": "5h"})
+    assert task_short_name(five) == ("NS", "nsynth_pitch-v2.2.3-5h")
+    assert task_short_name(task("demo", {"task_name": "demo_pitch", "paper_task": "NS"})) == ("NS", None)
+    with pytest.raises(ValueError, match="cannot tell which paper task"):
+        task_short_name(task("other", {"task_name": "beijing_opera", "version": "v1.0", "mode": "full"}))

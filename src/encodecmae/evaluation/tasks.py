@@ -65,17 +65,33 @@ def clip_path(task_dir: str | Path, sample_rate: int, split: str, filename: str)
     return Path(task_dir) / str(sample_rate) / split / filename
 
 
-def task_short_name(task_dir: str | Path) -> str:
-    """Which paper column a task fills: metadata ``paper_task``, else its HEAR name."""
+def hear_task_name(meta: dict) -> str:
+    """A task's full HEAR name, ``task_name-version-mode`` as the leaderboard's columns
+    (hear-preprocess writes the three apart; the demo's tasks carry the full name in ``task_name``)."""
+    name = meta.get("task_name", "")
+    parts = [name] + [str(meta[k]) for k in ("version", "mode") if meta.get(k) and f"-{meta[k]}" not in name]
+    return "-".join(parts)
+
+
+def task_short_name(task_dir: str | Path) -> tuple[str, str | None]:
+    """Which paper column a task fills: metadata ``paper_task``, else its HEAR name, else its
+    family (a 5-h NSynth fills the paper's 50-h NSynth column). The second value is the task's
+    full HEAR name where it is another version of the paper's task, else None."""
     from encodecmae.evaluation.scores import HEAR_TO_SHORT, PAPER_TASKS  # pandas: only for the report
 
     meta_path = metadata_path(task_dir)
     meta = json.loads(meta_path.read_text())
-    short = meta.get("paper_task") or HEAR_TO_SHORT.get(meta.get("task_name", ""))
+    if meta.get("paper_task"):
+        short, variant = meta["paper_task"], None
+    else:
+        full = hear_task_name(meta)
+        families = {hear.split("-")[0]: short for hear, short in HEAR_TO_SHORT.items()}
+        short = HEAR_TO_SHORT.get(full) or families.get(full.split("-")[0])
+        variant = None if full in HEAR_TO_SHORT else full
     if short not in PAPER_TASKS:
         raise ValueError(f"{meta_path}: cannot tell which paper task this is (set 'paper_task' to one of "
                          f"{list(PAPER_TASKS)})")
-    return short
+    return short, variant
 
 
 # --------------------------------------------------------------------------------------------

@@ -159,7 +159,8 @@ def make_table(spec: list[dict], score_files: list[str | Path], task_dirs: list[
     for f in score_files:
         f = Path(f)  # results/scores/MODEL/TASK.json
         scores[(f.parent.name, f.stem)] = json.loads(f.read_text())
-    task_short = {Path(d).name: task_short_name(d) for d in task_dirs}
+    named = {Path(d).name: task_short_name(d) for d in task_dirs}
+    task_short = {task: short for task, (short, _) in named.items()}
     dup = {s for s in task_short.values() if list(task_short.values()).count(s) > 1}
     if dup:
         raise ValueError(f"several tasks stand for the same paper column(s) {sorted(dup)}: {task_short}")
@@ -170,7 +171,10 @@ def make_table(spec: list[dict], score_files: list[str | Path], task_dirs: list[
     table = build_table(spec, scores, task_short, params)
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out_csv, index=False)
-    Path(out_md).write_text(to_markdown(table))
+    others = [f"{short}: {variant} (the paper: {PAPER_TASKS[short]})" for short, variant in named.values()
+              if variant]
+    note = f"\nTasks other than the paper's versions: {'; '.join(others)}.\n" if others else ""
+    Path(out_md).write_text(to_markdown(table) + note)
     return table
 
 
