@@ -7,7 +7,8 @@ import shlex
 import urllib.parse
 from pathlib import Path
 
-from encodecmae.workflow.experiments import resolve, run_keys, source_shards, train_args
+from encodecmae.training.config import to_args
+from encodecmae.workflow.experiments import resolve, run_keys, source_shards
 from encodecmae.workflow.resources import (asr_train_resources, data_mem_mb, data_runtime, encoder_size,
                                            train_resources)
 
@@ -36,12 +37,17 @@ ENCODEC_CKPT = (
 )
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly these names (none: matches nothing)."""
+    return "|".join(names) or "^$"
+
+
 wildcard_constraints:
-    model="|".join(EXPERIMENTS),
-    teacher="|".join(EXPERIMENTS),
-    source="|".join(SOURCES) or "^$",
-    task="|".join(TASKS),
-    release="|".join(RELEASED) or "^$",
+    model=one_of(EXPERIMENTS),
+    teacher=one_of(EXPERIMENTS),
+    source=one_of(SOURCES),
+    task=one_of(TASKS),
+    release=one_of(RELEASED),
     shard=r"\d{3}\d*",  # 000 ... 999, 1000 ... (Snakemake reads {3,} as no quantifier)
     part=r"\d{4}\d*",  # download jobs of a YouTube source: 0000, 0001, ...
     split="|".join(ASR.get("librispeech", {})) or "^$",
@@ -76,6 +82,36 @@ def shard_ids(source):
 
 def shard_dirs(sources):
     return [f"{D}/shards/{s}/{i}" for s in sources for i in shard_ids(s)]
+
+
+def source_manifests(wildcards):
+    return shard_manifests([wildcards.source])
+
+
+def token_files(wildcards):
+    return [f"{D}/tokens/{wildcards.source}/{i}.npy" for i in shard_ids(wildcards.source)]
+
+
+def cluster_files(wildcards):
+    return [f"{D}/selftrain/{wildcards.teacher}/clusters/{wildcards.source}/{i}.npy"
+            for i in shard_ids(wildcards.source)]
+
+
+def release_of(wildcards):
+    return EXPERIMENTS[wildcards.model].released
+
+
+def released_download(wildcards):
+    return f"{D}/released/{release_of(wildcards)}/model.pt"
+
+
+def released_url(wildcards):
+    """The download URL of a release, or of a released row's release."""
+    return RELEASED[wildcards.release if "release" in wildcards.keys() else release_of(wildcards)]["url"]
+
+
+def released_checksum(wildcards):
+    return checksum_arg(RELEASED[wildcards.release])
 
 
 def shard_manifests(sources):
@@ -167,9 +203,9 @@ def n_shards(wildcards):
     return N_SHARDS[wildcards.source]
 
 
-def list_runtime(source):
+def list_runtime(wildcards):
     """Minutes for list-audio: reading ~100 file headers a second, an hour of headroom."""
-    return 60 + math.ceil(SOURCES[source].get("hours", 0) * 3600 / 10 / 100 / 60)
+    return 60 + math.ceil(SOURCES[wildcards.source].get("hours", 0) * 3600 / 10 / 100 / 60)
 
 
 def target_files(exp):
@@ -214,7 +250,7 @@ def train_settings(wildcards):
     """Flags of the training command that are settings, not paths. A function of the wildcards
     only: Snakemake records such params and reruns the rule when they change (params derived
     from ``input`` are not recorded)."""
-    return train_args(EXPERIMENTS[wildcards.model].train_params())
+    return to_args(EXPERIMENTS[wildcards.model].train_params())
 
 
 def train_input_flags(wildcards, input):

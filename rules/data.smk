@@ -91,7 +91,7 @@ rule list_source:
         source_dir=source_dir,
         n_shards=n_shards,
     resources:
-        runtime=lambda wildcards: list_runtime(wildcards.source),
+        runtime=list_runtime,
     priority: CHAIN_PRIORITY
     conda:
         "../envs/data.yaml"
@@ -128,7 +128,7 @@ rule resample_shard:
 
 rule index_shards:
     input:
-        lambda wildcards: shard_manifests([wildcards.source]),
+        source_manifests,
     output:
         f"{D}/shards/{{source}}.index",
     localrule: True

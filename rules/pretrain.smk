@@ -12,7 +12,7 @@ rule train_mae:
         model=f"{R}/models/{{model}}/model.pt",
         metrics=f"{R}/models/{{model}}/metrics.csv",
     wildcard_constraints:
-        model="|".join(n for n in EXPERIMENTS if n not in RELEASED_ROWS) or "^$",
+        model=one_of(n for n in EXPERIMENTS if n not in RELEASED_ROWS),
     params:
         shards=train_shards,
         targets=train_targets,

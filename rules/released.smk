@@ -10,8 +10,8 @@ rule download_released:
     output:
         f"{D}/released/{{release}}/model.pt",
     params:
-        url=lambda wildcards: RELEASED[wildcards.release]["url"],
-        checksum=lambda wildcards: checksum_arg(RELEASED[wildcards.release]),
+        url=released_url,
+        checksum=released_checksum,
     localrule: True  # a download: runs where Snakemake runs (the internet); a rerun continues it
     conda:
         "../envs/data.yaml"
@@ -23,14 +23,14 @@ rule download_released:
 
 rule import_released:
     input:
-        lambda wildcards: f"{D}/released/{EXPERIMENTS[wildcards.model].released}/model.pt",
+        released_download,
     output:
         f"{R}/models/{{model}}/model.pt",
     wildcard_constraints:
-        model="|".join(RELEASED_ROWS) or "^$",
+        model=one_of(RELEASED_ROWS),
     params:
-        release=lambda wildcards: EXPERIMENTS[wildcards.model].released,
-        url=lambda wildcards: RELEASED[EXPERIMENTS[wildcards.model].released]["url"],
+        release=release_of,
+        url=released_url,
     resources:
         mem_mb=model_mem_mb("model"),
         runtime=30,

@@ -86,10 +86,7 @@ rule assign_clusters:
 
 rule index_clusters:
     input:
-        lambda wildcards: [
-            f"{D}/selftrain/{wildcards.teacher}/clusters/{wildcards.source}/{i}.npy"
-            for i in shard_ids(wildcards.source)
-        ],
+        cluster_files,
     output:
         f"{D}/selftrain/{{teacher}}/clusters/{{source}}.index",
     localrule: True

@@ -105,7 +105,7 @@ rule estimate_gamma:
 
 rule index_tokens:
     input:
-        lambda wildcards: [f"{D}/tokens/{wildcards.source}/{i}.npy" for i in shard_ids(wildcards.source)],
+        token_files,
     output:
         f"{D}/tokens/{{source}}.index",
     localrule: True

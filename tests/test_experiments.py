@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from encodecmae.workflow.experiments import ConfigError, resolve, run_keys, source_shards, train_args
+from encodecmae.training.config import to_args
+from encodecmae.workflow.experiments import ConfigError, resolve, run_keys, source_shards
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,7 +62,7 @@ def test_paper_configuration_trains_the_released_architecture_with_two_ablations
     cfg["experiments"].insert(2, {"name": "per_layer_st", "init": "per_layer", "targets": {"clusters_of": "per_layer"},
                                   "steps": 5})
     assert resolve(cfg)["per_layer_st"].train["feedforward"] == "per_layer"
-    assert "--feedforward per_layer" in train_args(resolve(cfg)["per_layer_st"].train_params())
+    assert "--feedforward per_layer" in to_args(resolve(cfg)["per_layer_st"].train_params())
 
 
 def keys(cfg: dict) -> dict[str, str]:
@@ -128,7 +129,7 @@ def test_run_key_covers_what_the_resume_check_compares():
 
 
 def test_train_args_render_kebab_case_flags():
-    flags = train_args({"size": "base", "steps": 10, "betas": [0.9, 0.95], "reset_head": True, "x_y": False})
+    flags = to_args({"size": "base", "steps": 10, "betas": [0.9, 0.95], "reset_head": True, "x_y": False})
     assert flags == "--size base --steps 10 --betas 0.9 0.95 --reset-head"
 
 
@@ -188,10 +189,10 @@ def test_training_settings_are_defined_once():
 
 def test_experiment_rows_become_train_flags():
     exps = resolve(config())
-    base = train_args(exps["mel256_base"].train_params())
+    base = to_args(exps["mel256_base"].train_params())
     # the demo's encodec.codebook_size is the base model's classes; the students learn k clusters
     assert "--n-classes 256" in base and "--lr 0.0003" in base and "--d-model 96" in base
-    assert "--n-classes 64" in train_args(exps["mel256_base_st"].train_params())
+    assert "--n-classes 64" in to_args(exps["mel256_base_st"].train_params())
 
 
 def test_asr_models_must_be_experiments():

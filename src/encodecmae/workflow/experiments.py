@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from encodecmae.model.config import SIZES
-from encodecmae.training.config import ARCHITECTURE_FIELDS, to_args, training_keys
+from encodecmae.training.config import ARCHITECTURE_FIELDS, training_keys
 
 # training keys a config's ``training:`` section and an experiment's ``train:`` may set (the other
 # TrainConfig fields come from the experiment row or are derived from it below)
@@ -234,8 +234,3 @@ def run_keys(config: dict, experiments: dict[str, Experiment], n_shards: dict[st
             p["frontend"] = encodec
         keys[name] = hashlib.sha256(json.dumps(p, sort_keys=True).encode()).hexdigest()[:10]
     return keys
-
-
-def train_args(params: dict) -> str:
-    """Render the training ``params`` as the ``train`` command's flags (kebab-case)."""
-    return to_args(params)
