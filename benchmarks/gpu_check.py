@@ -105,7 +105,8 @@ def summary(name: str, r: dict) -> str:
         return (f"{o['size']} batch {o['batch']}: today {t['clips_s']:.1f} clips/s (MFU {_f(t['mfu'], '{:.1%}')}), "
                 f"optimised {o['clips_s']:.1f} clips/s (MFU {_f(o['mfu'], '{:.1%}')}, "
                 f"first step {o['first_step_s']:.1f} s), {r['flops_per_step'] / 1e12:.3f} TFLOP/step; "
-                f"target {r['target_clips_s']:.0f}")
+                f"target {r['target_clips_s']:.0f}" + (f"; COMPILE FAILED: {o['compile_failed']}"
+                                                        if o.get("compile_failed") else ""))
     if name in ("adamw", "compile", "prefetch"):
         parts = [f"{k} {v['clips_s']:.1f}" for k, v in r.items() if isinstance(v, dict)]
         return f"clips/s {', '.join(parts)}; x{r['speedup']:.2f}"

@@ -89,6 +89,7 @@ def test_gpu_check_tiny_on_cuda(tmp_path):
     assert status == 0 and {r["status"] for r in items.values()} == {"ok"}
     assert results["meta"]["device"] == torch.cuda.get_device_name()
     assert items["train_base"]["optimised"]["speed"] == "AdamW fused, compile inductor, prefetch 2"
+    assert not any("compile_failed" in items[k]["optimised"] for k in ("train_base", "train_large"))
     assert items["train_base"]["today"]["speed"].startswith("AdamW foreach")  # torch's default on CUDA
     syncs = items["host_syncs"]
     assert syncs["method"].startswith("torch.cuda.set_sync_debug_mode")
