@@ -179,11 +179,32 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
+NOT_REACHED = "not reached: the run stopped before it (killed, or out of time)"
+
+
+def write_results(out: Path, meta: dict, results: Results, final: bool) -> dict:
+    """gpu_check.json and gpu_check.md, rewritten after every measurement, so that a run killed
+    by the lease's time limit leaves what it measured (the others as not reached)."""
+    meta = {**meta, "wall_s": time.monotonic() - results.t0, "finished": final}
+    items = {name: results.items.get(name, {"status": "skipped", "reason": NOT_REACHED}) for name in MEASUREMENTS}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check.json").write_text(json.dumps({"meta": meta, "measurements": items}, indent=1) + "\n")
+    (out / "gpu_check.md").write_text(markdown(meta, items))
+    return items
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     results = Results(args.budget_s, args.strict)
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     device = preflight(args, results)
+    from encodecmae.provenance import code_state
+
+    meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (stand-in)",
+            "mode": ("tiny" if args.tiny else "full") + (" on the CPU" if args.cpu else " on CUDA"),
+            "torch": torch.__version__, "cuda": torch.version.cuda, "cores": os.cpu_count(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "budget_s": args.budget_s,
+            "targets": TARGETS, "argv": sys.argv[1:] if argv is None else list(argv), **code_state()}
+    out = Path(args.out)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         t = time.monotonic()
@@ -199,19 +220,9 @@ def main(argv=None) -> int:
                 results.skip(name, "not asked for (--only)")
             elif name not in results.items:
                 results.run(name, args.profile.estimates.get(name, 0), fn, ctx, *rest)
-    from encodecmae.provenance import code_state
-
-    meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (stand-in)",
-            "mode": ("tiny" if args.tiny else "full") + (" on the CPU" if args.cpu else " on CUDA"),
-            "torch": torch.__version__, "cuda": torch.version.cuda, "cores": os.cpu_count(), "started": started,
-            "wall_s": time.monotonic() - results.t0, "budget_s": args.budget_s, "targets": TARGETS,
-            "argv": sys.argv[1:] if argv is None else list(argv), **code_state()}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    items = {name: results.items[name] for name in MEASUREMENTS}
-    (out / "gpu_check.json").write_text(json.dumps({"meta": meta, "measurements": items}, indent=1) + "\n")
-    (out / "gpu_check.md").write_text(markdown(meta, items))
-    print(markdown(meta, items), flush=True)
+            write_results(out, meta, results, final=False)
+    items = write_results(out, meta, results, final=True)
+    print((out / "gpu_check.md").read_text(), flush=True)
     return 1 if any(r["status"] == "failed" for r in items.values()) else 0
 
 

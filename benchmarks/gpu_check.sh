@@ -13,4 +13,4 @@ if compgen -G ".whl/*.whl" > /dev/null; then
   export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
 export PYTHONPATH=src${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-exec timeout 570 "$py" benchmarks/gpu_check.py --out "$out" "$@"
+exec timeout -k 10 570 "$py" benchmarks/gpu_check.py --out "$out" "$@"

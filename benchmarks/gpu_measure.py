@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import time
 import traceback
 import warnings
@@ -418,6 +419,7 @@ def measure_asr(ctx: Ctx) -> dict:
     train = write_feature_dir(ctx.work / "asr" / "train", items(a["n_train"], "t"))
     dev = write_feature_dir(ctx.work / "asr" / "dev", items(2, "d"))
     times = []
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGUSR1)}
     for k, n in enumerate((1, *a["steps"])):  # the first: warmup (imports, kernels chosen), not timed
         d = ctx.work / "asr" / f"run{k}"
         t0 = time.perf_counter()
@@ -425,6 +427,8 @@ def measure_asr(ctx: Ctx) -> dict:
                   device=ctx.device.type, threads=ctx.profile.threads, proj=a["proj"], hidden=a["hidden"],
                   workers=a["workers"])  # the workflow's rule: 2 loaders beside a GPU, none on the CPU
         times.append(time.perf_counter() - t0)
+    for sig, handler in handlers.items():  # train_asr's Stopper would turn the lease's SIGTERM into a flag
+        signal.signal(sig, handler)
     step_s = (times[2] - times[1]) / (a["steps"][1] - a["steps"][0])
     from encodecmae.workflow.resources import ASR_GPU_STEPS_PER_S
 

@@ -41,7 +41,7 @@ def test_cpu_tiny_mode_runs_every_measurement(tiny_run):
         row = next(line for line in table.splitlines() if line.startswith(f"| {name} |"))
         assert "| ok |" in row, row
     meta = results["meta"]
-    assert meta["mode"] == "tiny on the CPU" and meta["device"] == "CPU (stand-in)"
+    assert meta["mode"] == "tiny on the CPU" and meta["device"] == "CPU (stand-in)" and meta["finished"] is True
     assert meta["targets"]["train_base_clips_s"] == 2600.0 and meta["targets"]["train_large_clips_s"] == 1200.0
 
 
