@@ -30,6 +30,7 @@ import argparse
 import gc
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -203,7 +204,9 @@ def main(argv=None) -> int:
             "mode": ("tiny" if args.tiny else "full") + (" on the CPU" if args.cpu else " on CUDA"),
             "torch": torch.__version__, "cuda": torch.version.cuda, "cores": os.cpu_count(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "budget_s": args.budget_s,
-            "targets": TARGETS, "argv": sys.argv[1:] if argv is None else list(argv), **code_state()}
+            "targets": TARGETS, "argv": sys.argv[1:] if argv is None else list(argv), **code_state(),
+            # the loader's workers hand batches over in shared memory: ~50 MB per base batch in flight
+            "shm_free_gib": shutil.disk_usage("/dev/shm").free / 2**30 if Path("/dev/shm").is_dir() else None}
     out = Path(args.out)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
