@@ -1,10 +1,13 @@
-"""CUDA paths: bf16 training learns, resume continues the same run, extraction matches the CPU.
+"""CUDA paths: bf16 training learns, resume continues the same run, extraction matches the CPU,
+the speed options train the same run, and the GPU check runs at tiny sizes.
 
 Skipped without a GPU (CI has none); run them on a GPU machine with
 ``python -m pytest -q tests/test_cuda.py``.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -14,6 +17,7 @@ from encodecmae.training import checkpoints as ckpt_io
 from encodecmae.evaluation.embed import embed_clips
 from encodecmae.training.loop import train
 
+from test_gpu_check import load_gpu_check
 from test_train import base_cfg, read_metrics
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -56,3 +60,37 @@ def test_cuda_extraction_matches_cpu(debug_checkpoint):
     for c, g in zip(cpu, gpu):
         assert c.shape == g.shape
         np.testing.assert_allclose(g, c, atol=2e-3, rtol=1e-3)
+
+
+def test_speed_options_on_cuda_train_the_same_run(tone_corpus, tmp_path):
+    """Fused AdamW, inductor and device prefetch (a side stream, events, record_stream) on CUDA:
+    the same run as today's step, to the tolerance of CUDA's non-deterministic kernels (the
+    resume test's); each option alone too, so a failure names it."""
+    def weights(name, **kw):
+        cfg = base_cfg(tone_corpus, tmp_path / name, steps=12, checkpoint_every=100, val_clips=0, device="cuda", **kw)
+        train(cfg)
+        return ckpt_io.load(cfg.out)["model"]
+
+    ref = weights("default")
+    for name, kw in {"fused": {"adamw": "fused"}, "prefetch": {"prefetch": 2, "num_workers": 1},
+                     "inductor": {"compile": "inductor"},
+                     "all": {"adamw": "fused", "compile": "inductor", "prefetch": 2}}.items():
+        w = weights(name, **kw)
+        worst = max((ref[k] - w[k]).abs().max().item() for k in ref if ref[k].is_floating_point())
+        assert worst < 5e-3, (name, worst)
+
+
+def test_gpu_check_tiny_on_cuda(tmp_path):
+    """Every measurement of the GPU check on the GPU at tiny sizes, inductor compiling."""
+    gc = load_gpu_check()
+    status = gc.main(["--tiny", "--strict", "--compile-backend", "inductor", "--out", str(tmp_path)])
+    results = json.loads((tmp_path / "gpu_check.json").read_text())
+    items = results["measurements"]
+    assert status == 0 and {r["status"] for r in items.values()} == {"ok"}
+    assert results["meta"]["device"] == torch.cuda.get_device_name()
+    assert items["train_base"]["optimised"]["speed"] == "AdamW fused, compile inductor, prefetch 2"
+    assert not any("compile_failed" in items[k]["optimised"] for k in ("train_base", "train_large"))
+    assert items["train_base"]["today"]["speed"].startswith("AdamW foreach")  # torch's default on CUDA
+    syncs = items["host_syncs"]
+    assert syncs["method"].startswith("torch.cuda.set_sync_debug_mode")
+    assert syncs["today"]["per_step"] >= 2 and any(w.startswith("masking.py:") for w in syncs["today"]["where"])

@@ -23,6 +23,8 @@ from encodecmae.model.config import (FEEDFORWARD, INPUTS, LOSS_NORMS, MASK_START
                                      POSITIONS, SIZES)
 
 ROLES = ("setting", "input", "output", "job")
+ADAMW_IMPLS = ("default", "foreach", "fused")
+COMPILE_BACKENDS = ("off", "inductor", "aot_eager")
 
 
 def option(default=MISSING, help: str = "", *, role: str = "setting", training: bool = False,
@@ -92,6 +94,17 @@ class TrainConfig:
     resume: bool = option(False, "continue from the newest checkpoint in --ckpt-dir", role="job")
     stop_after: float = option(0.0, "seconds of this job after which it checkpoints and exits with code 75, for "
                                "a new job to resume (0: never); SIGTERM and SIGUSR1 do the same", role="job")
+    # how fast one job runs (off by default: the default step is the reference the tests pin).
+    # Flags of the command only, like --device: not keys of the config's training section, so
+    # that adding them changed no run key (encodecmae.workflow.experiments.run_keys).
+    adamw: str = option("default", "AdamW implementation: torch's default (a for-loop on the CPU, foreach on "
+                        "CUDA), foreach, or fused (one kernel per step; where this torch has none for the device, "
+                        "foreach, and the log says so)", role="job", choices=ADAMW_IMPLS)
+    compile: str = option("off", "torch.compile the model's training pass: off, inductor (generated kernels), "
+                          "or aot_eager (traced but run by eager kernels: checks the tracing); where this torch "
+                          "cannot compile, eager, and the log says so", role="job", choices=COMPILE_BACKENDS)
+    prefetch: int = option(0, "batches made ready ahead on the training device by a background thread (pinned "
+                           "memory, non-blocking copies on a side CUDA stream; 0: off)", role="job")
 
 
 def fields_with_role(*roles: str) -> frozenset[str]:

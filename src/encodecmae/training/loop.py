@@ -43,6 +43,7 @@ from encodecmae.model.transformer import EncodecMAE, count_parameters
 from encodecmae.progress import format_duration
 from encodecmae.training import checkpoints as ckpt_io
 from encodecmae.training.batches import Corpus, StepDataset
+from encodecmae.training.speed import Speed, adamw, maybe_compile, prefetch, set_adamw_impl, steps_of
 from encodecmae.training.config import (ARCHITECTURE_FIELDS, EXECUTION_FIELDS, RESUME_MAY_CHANGE, TrainConfig,
                                         add_arguments, from_args)
 
@@ -152,6 +153,7 @@ class Run:
     ddp: torch.nn.Module | None = None  # the model as the steps call it (DDP-wrapped on several ranks)
     provenance: dict | None = None
     code_version: str | None = None
+    speed: Speed = field(default_factory=Speed)  # the AdamW, compile and prefetch that run (training.speed)
 
     @property
     def main(self) -> bool:
@@ -189,9 +191,10 @@ def setup(cfg: TrainConfig) -> Run:
     model.to(device).train()
     gamma = resolve_gamma(cfg, corpus.n_streams).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    speed = Speed(prefetch=cfg.prefetch)
+    opt = adamw(params, cfg.adamw, speed, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
     return Run(cfg=cfg, rank=rank, world=world, device=device, corpus=corpus, model=model, opt=opt, gamma=gamma,
-               ckpt_dir=Path(cfg.ckpt_dir), extra=extra)
+               ckpt_dir=Path(cfg.ckpt_dir), extra=extra, speed=speed)
 
 
 def build_training_model(cfg: TrainConfig, n_target_streams: int) -> tuple[EncodecMAE, dict]:
@@ -245,12 +248,15 @@ def restore(run: Run) -> int:
         check_resumable(state, cfg, existing[-1])
         run.model.load_state_dict(state["model"])
         run.opt.load_state_dict(state["optimizer"])
+        set_adamw_impl(run.opt, cfg.adamw, run.speed)  # this job's choice, not the saving job's
         ckpt_io.set_rng_state(state["rng"])
         start, resumed = int(state["step"]), state.get("provenance")
         if run.main:
             print(f"resuming from {existing[-1]} at step {start}", flush=True)
     run.ddp = torch.nn.parallel.DistributedDataParallel(
         run.model, device_ids=[run.device.index] if run.device.type == "cuda" else None) if run.world > 1 else run.model
+    # the steps call the compiled module; validation and checkpoints use run.model (same weights)
+    run.ddp = maybe_compile(run.ddp, cfg.compile, run.device, run.speed)
     if run.main:
         # what makes this model (code commit, run key, settings and data hashes), in every checkpoint;
         # git runs once per job, not at every checkpoint
@@ -261,6 +267,8 @@ def restore(run: Run) -> int:
               f"parameters, {counts['total'] / 1e6:.1f} M in all; {len(run.corpus.train_clips)} training clips, "
               f"{len(run.corpus.val_clips)} validation clips; batch {cfg.batch_size} = {run.world} ranks x "
               f"{cfg.grad_accum} accumulation x {run.micro}", flush=True)
+        if (cfg.adamw, cfg.compile, cfg.prefetch) != ("default", "off", 0) or run.speed.notes:
+            print(f"speed: {run.speed.describe()}", flush=True)
     return start
 
 
@@ -282,7 +290,7 @@ def _norm(v):
 
 def batches(run: Run, start: int):
     """(step number, this rank's share of the global batch) for steps start+1 .. cfg.steps,
-    prefetched by workers."""
+    prefetched by workers (and, with ``--prefetch``, placed on the device ahead by a thread)."""
     cfg = run.cfg
     loader = torch.utils.data.DataLoader(
         StepDataset(run.corpus, cfg.batch_size, cfg.seed, cfg.mask_prop, cfg.mask_gap, cfg.mask_starts,
@@ -293,8 +301,7 @@ def batches(run: Run, start: int):
         # global RNG (saved in checkpoints), or a resumed job would end in another RNG state
         generator=torch.Generator().manual_seed(cfg.seed),
         prefetch_factor=4 if cfg.num_workers else None)
-    for step_idx, batch in zip(range(start, cfg.steps), loader):
-        yield step_idx + 1, batch
+    yield from prefetch(steps_of(loader, start, cfg.steps), run.device, cfg.prefetch)
 
 
 def train_step(run: Run, batch) -> dict[str, torch.Tensor]:
