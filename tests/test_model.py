@@ -85,7 +85,7 @@ def test_parameter_counts_against_table1(size, paper_m, distinct_m):
     encoder_m = paper_param_count(shared) / 1e6
     print(f"{size}: encoder {encoder_m:.1f} M per use, {count_parameters(shared)['encoder'] / 1e6:.1f} M distinct "
           f"(shared feed-forward), paper {paper_m} M")
-    # base matches to 0.1 M, small within 1 %; large is 3.7 % under (see README, "Parameter counts")
+    # base matches to 0.1 M, small within 1 %; large is 3.7 % under (docs/library.md, "Parameter counts")
     assert abs(encoder_m - paper_m) / paper_m < {"small": 0.01, "base": 0.002, "large": 0.04}[size]
     assert round(count_parameters(shared)["encoder"] / 1e6, 1) == distinct_m
     # per layer, every use is a distinct weight: the same per-use count, as many distinct weights

@@ -48,7 +48,7 @@ def cli_args(cfg: TrainConfig) -> list[str]:
     return args + (["--resume"] if cfg.resume else [])
 
 
-# the released code's settings (README "Paper text and released code")
+# the released code's settings (docs/released-models.md)
 RELEASED = dict(mask_token="zeros", feedforward="shared", mel_framing="released", positions="shared",
                 mask_starts="released", loss_norm="batch")
 

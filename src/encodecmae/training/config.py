@@ -57,7 +57,7 @@ class TrainConfig:
     reset_head: bool = option(False, "a new prediction head for the targets (with --init-from)")
     n_streams: int | None = option(None, "target streams Q (default: from the targets)")
     n_classes: int = option(1024, "classes per stream K (EnCodec codebook size, or k-means clusters)")
-    # where the released code differs from the paper's text (README "Paper text and released code");
+    # where the released code differs from the paper's text (docs/released-models.md);
     # a model started with --init-from keeps its teacher's architecture settings
     mask_token: str = option("learned", "mask token (paper: learned; released code: zeros)", training=True,
                              choices=MASK_TOKENS)
