@@ -196,4 +196,5 @@ def test_round_trip_through_an_s3_remote(origin, tmp_path, s3_server):
     follows a pull (restore, plans) depends only on the pulled files, which `dvc status` checks
     against dvc.lock: the local-directory round trip tests it."""
     endpoint, creds = s3_server
-    push_and_pull(origin, tmp_path, "s3", "s3://encodecmae-artifacts/encodecmae", {"endpointurl": endpoint}, env(**creds))
+    push_and_pull(origin, tmp_path, "s3", "s3://encodecmae-artifacts/encodecmae", {"endpointurl": endpoint},
+                  env(**creds))
