@@ -1,5 +1,6 @@
 """Shared fixtures: tiny synthetic shards with frame-aligned targets, and one real run of the
-workflow on the CI configuration that the workflow, DVC and SLURM tests share."""
+workflow on the CI configuration that the end-to-end (`e2e`) workflow, DVC and SLURM tests
+share."""
 
 from __future__ import annotations
 
@@ -78,8 +79,10 @@ def debug_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def ci_run(tmp_path_factory):
-    """A finished `snakemake --cores 2` run of config/ci.yaml (the reference that the rerun, DVC
-    and SLURM tests compare against; they must not modify it)."""
+    """A finished `snakemake --cores 2` run of config/ci.yaml: the one run of the CI configuration
+    that the end-to-end tests share (test_workflow reads its outputs and plans reruns on them,
+    test_dvc records and shares it, test_slurm compares its cluster run with it and trains from its
+    data). They must not modify it."""
     work = tmp_path_factory.mktemp("ci_run")
     snakemake(work, "--cores", "2")
     return work

@@ -88,7 +88,7 @@ def build_server_root(www):
     (www / "librispeech_lexicon.lst").write_text("hello\th e l l o |\nworld\tw o r l d |\n")
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_ci_config_downloads_every_dataset_into_shards_task_and_asr_data(tmp_path):
     www = tmp_path / "www"
     build_server_root(www)

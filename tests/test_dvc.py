@@ -1,8 +1,10 @@
-"""Sharing the pipeline's artifacts with DVC, round trip: run the CI configuration with
-``dvc repro`` (dvc.yaml) in a git copy of the project, ``dvc push`` to a remote, clone,
-``dvc pull``, restore (``snakemake --cores 1 --touch --forceall``) and Snakemake has nothing to
-do; a changed setting then plans exactly its dependants. Once with a local directory remote and
-once with an S3 remote (moto's server on 127.0.0.1, credentials from the environment only)."""
+"""Sharing the pipeline's artifacts with DVC, round trip: ``dvc repro`` (dvc.yaml) of the CI
+configuration in a git copy of the project (which records the session's run, conftest.py
+``ci_run``), ``dvc push`` to a remote, clone, ``dvc pull``; restore (``snakemake --cores 1
+--touch --forceall``) and Snakemake has nothing to do; a changed setting then plans exactly its
+dependants. The push and pull once through a local directory remote and once through an S3
+remote (moto's server on 127.0.0.1, credentials from the environment only). The round trips
+are end-to-end runs (`e2e`); the choice of configuration in dvc.yaml is checked by a dry run."""
 
 from __future__ import annotations
 
@@ -17,12 +19,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from workflow_helpers import edited_config, job_stats
-
 import yaml
+from workflow_helpers import CI_CONFIG, REPO, edited_config, job_stats
 
-REPO = Path(__file__).resolve().parents[1]
-CI_CONFIG = REPO / "config" / "ci.yaml"
 BIN = Path(sys.executable).parent
 RESTORE = ["snakemake", "--cores", "1", "--touch", "--forceall"]  # the README's restore command
 
@@ -135,41 +134,49 @@ def s3_server(tmp_path):
     server.stop()
 
 
-def round_trip(origin: Path, tmp_path: Path, name: str, url: str, options: dict[str, str], env_: dict):
-    # configure the remote by name in the project (committed: the clone knows it), push
+def push_and_pull(origin: Path, tmp_path: Path, name: str, url: str, options: dict[str, str], env_: dict) -> Path:
+    """Configure remote ``name`` in ``origin`` (committed: a clone knows it), `dvc push` to it, clone
+    ``origin`` and `dvc pull` there: every versioned file arrives (`dvc status` checks each
+    against dvc.lock), the step checkpoints stay behind. Returns the clone."""
     run(origin, "dvc", "remote", "add", "-f", name, url)
     for key, value in options.items():
         run(origin, "dvc", "remote", "modify", name, key, value)
     config = (origin / ".dvc" / "config").read_text()
     assert "access_key" not in config and "secret" not in config  # credentials stay in the environment
     run(origin, "git", "commit", "-q", "-am", f"remote {name}")
-    timings = {}
     t0 = time.time()
     run(origin, "dvc", "push", "-r", name, env_=env_)
-    timings["push"] = time.time() - t0
+    push = time.time() - t0
 
     clone = tmp_path / f"clone_{name}"
     run(tmp_path, "git", "clone", "-q", str(origin), str(clone))
     assert not (clone / "results" / "table1.csv").exists() and not (clone / ".snakemake").exists()
     t0 = time.time()
     run(clone, "dvc", "pull", "-r", name, env_=env_)
-    timings["pull"] = time.time() - t0
+    print(f"{name}: push {push:.1f} s, pull {time.time() - t0:.1f} s")
+    assert "up to date" in run(clone, "dvc", "status").stdout
     for rel in ["results/table1.csv", "results/scores/mel256_large_st/scenes.json", "results/models/mel256_base/model.pt",
                 "data/selftrain/mel256_base/kmeans.npz", "data/tokens/speech/000.npy"]:
         assert (clone / rel).read_bytes() == (origin / rel).read_bytes(), rel
     # step checkpoints (weights + optimizer state, for resuming where they were computed) stay behind
     assert list((origin / "results" / "models").glob("*/checkpoints/*/step_*.pt"))
     assert not list((clone / "results" / "models").glob("*/checkpoints"))
+    return clone
 
+
+@pytest.mark.e2e
+def test_round_trip_through_a_local_directory_remote(origin, tmp_path):
+    """Push, clone and pull; then the README's restore command makes Snakemake count the pulled
+    results as up to date, and a changed setting plans only its dependants there."""
+    clone = push_and_pull(origin, tmp_path, "shared", str(tmp_path / "remote"), {}, env())
     # after a pull, mtimes are arbitrary: make them as bad as can be (results older than data)
     old = time.time() - 86400
     for f in (clone / "results").rglob("*"):
         os.utime(f, (old, old))
     assert planned(clone)["train_mae"] == 5  # Snakemake would retrain everything
-
     t0 = time.time()
     run(clone, *RESTORE)
-    timings["restore"] = time.time() - t0
+    print(f"restore: {time.time() - t0:.1f} s")
     assert planned(clone) == Counter()
     assert "up to date" in run(clone, "dvc", "status").stdout  # the restore changed no tracked content
 
@@ -181,15 +188,13 @@ def round_trip(origin: Path, tmp_path: Path, name: str, url: str, options: dict[
     assert jobs == planned(origin, cfg)
     assert jobs["train_mae"] == 5 and jobs["score_task"] == 30
     assert not {"make_demo_corpus", "resample_shard", "tokenize_shard", "fit_codebooks", "make_demo_task"} & set(jobs)
-    print(f"{name}: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
 
 
-@pytest.mark.slow
-def test_round_trip_through_a_local_directory_remote(origin, tmp_path):
-    round_trip(origin, tmp_path, "shared", str(tmp_path / "remote"), {}, env())
-
-
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_round_trip_through_an_s3_remote(origin, tmp_path, s3_server):
+    """The same push and pull through an S3 server, credentials from the environment only. What
+    follows a pull (restore, plans) depends only on the pulled files, which `dvc status` checks
+    against dvc.lock: the local-directory round trip tests it."""
     endpoint, creds = s3_server
-    round_trip(origin, tmp_path, "s3", "s3://encodecmae-artifacts/encodecmae", {"endpointurl": endpoint}, env(**creds))
+    push_and_pull(origin, tmp_path, "s3", "s3://encodecmae-artifacts/encodecmae", {"endpointurl": endpoint},
+                  env(**creds))

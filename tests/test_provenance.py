@@ -249,7 +249,6 @@ def run_cli(*args: str) -> str:
     return res.stdout
 
 
-@pytest.mark.slow
 def test_provenance_flows_from_training_to_table1(tone_corpus, tmp_path):
     import torch
 

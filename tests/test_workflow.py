@@ -1,6 +1,8 @@
-"""The Snakemake workflow: config validation, the planned DAG, a real end-to-end run of the CI
-configuration, nothing to do on a second run, and exactly the dependants of a changed setting
-on a rerun."""
+"""The Snakemake workflow: config validation and the planned DAG (dry runs, in the default test
+run); then, under the `e2e` marker, the session's real run of the CI configuration (conftest.py
+`ci_run`): its outputs, nothing to do on a second run, and exactly the dependants of a changed
+setting (dry runs on that run's outputs), and a second run on one thread per job that must
+reproduce every versioned file."""
 
 from __future__ import annotations
 
@@ -14,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from workflow_helpers import CI_CONFIG, ENV, REPO, edited_config, job_stats, snakemake
-import yaml
+from workflow_helpers import (CI_CONFIG, ENV, REPO, assert_same_versioned_files, edited_config, job_stats,
+                              slurm_can_run, snakemake)
 
 
 def planned(workdir: Path, config: Path = CI_CONFIG) -> Counter:
@@ -146,7 +148,7 @@ def test_default_config_is_the_demo(tmp_path):
 # --- a real run (the session's `ci_run`, conftest.py) ----------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_end_to_end_writes_table_logs_and_benchmarks(ci_run):
     table = pd.read_csv(ci_run / "results" / "table1.csv")
     ours = table[table.source == "ours"]
@@ -196,12 +198,12 @@ def test_end_to_end_writes_table_logs_and_benchmarks(ci_run):
     assert len(gamma) == 8 and abs(sum(gamma) - 1) < 1e-6
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_second_run_has_nothing_to_do(ci_run):
     assert planned(ci_run) == Counter()
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_changing_self_training_steps_reruns_only_its_dependants(ci_run, tmp_path):
     cfg = edited_config(tmp_path, lambda c: c["experiments"][2].update(steps=7))  # mel256_base_st
     jobs = planned(ci_run, cfg)
@@ -224,13 +226,13 @@ def test_changing_self_training_steps_reruns_only_its_dependants(ci_run, tmp_pat
     assert ckpt["mel256_large_st"] not in done["mel256_large_st"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_changing_the_downstream_protocol_reruns_only_scoring(ci_run, tmp_path):
     cfg = edited_config(tmp_path, lambda c: c["hear"].update(max_epochs=9))
     assert planned(ci_run, cfg) == Counter({"score_task": 30, "make_table": 1, "all": 1})
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_changing_a_pretraining_setting_keeps_the_data(ci_run, tmp_path):
     cfg = edited_config(tmp_path, lambda c: c["training"].update(lr=5e-4))
     jobs = planned(ci_run, cfg)
@@ -238,7 +240,7 @@ def test_changing_a_pretraining_setting_keeps_the_data(ci_run, tmp_path):
     assert "fit_codebooks" not in jobs and "make_demo_task" not in jobs
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_the_ci_run_has_table2(ci_run):
     """The CI configuration's ASR evaluation ran with the rest: demo speech with an LM built from
     its training transcripts, every layer's features of each model (temporary: gone once used), a
@@ -264,7 +266,7 @@ def test_the_ci_run_has_table2(ci_run):
     assert not (ci_run / "data" / "asr_features").exists() or not any((ci_run / "data" / "asr_features").rglob("*.npy"))
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_adding_a_model_to_table2_runs_only_its_asr_jobs(ci_run, tmp_path):
     cfg = edited_config(tmp_path, lambda c: c["asr"]["models"].update(mel256_large_st="Mel256->EC (Large+ST)"))
     assert planned(ci_run, cfg) == Counter({"extract_asr_features": 3, "train_asr": 1, "decode_asr": 1,
@@ -279,31 +281,17 @@ def test_adding_a_model_to_table2_runs_only_its_asr_jobs(ci_run, tmp_path):
 # --- determinism: a second run on fewer cores makes the same artifacts, byte for byte ------------
 
 
-def dvc_tracked_files(root: Path) -> dict[str, bytes]:
-    """Every file under the outputs that dvc.yaml versions (what `dvc status` compares)."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    outs = [next(iter(o)) if isinstance(o, dict) else o for s in stages.values() for o in s.get("outs", [])]
-    files = {}
-    for out in outs:
-        path = root / out
-        for f in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
-            if f.name == "jobs.log":  # the training jobs' history (times, job ids), beside the checkpoints
-                continue
-            files[str(f.relative_to(root))] = f.read_bytes()
-    return files
-
-
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_run_on_one_core_reproduces_every_versioned_artifact(ci_run, tmp_path):
     """The session's run used --cores 2 (jobs with 2 threads where a rule asks for them); this one
     gets one core, so every multi-threaded job runs on one thread. Every artifact DVC versions
     (corpus, shards, codebooks, tokens, gamma, models and checkpoints, k-means and clusters,
     tasks, embeddings, scores, Table 1, plots) must come out identical, so that a fresh clone's
-    demo run leaves `dvc status` clean."""
+    demo run leaves `dvc status` clean. Where the SLURM test cluster can run, its run of the same
+    configuration (tests/test_slurm.py) gives every job one thread and makes this comparison, so
+    the configuration is not run a third time."""
+    if slurm_can_run():
+        pytest.skip("checked by the SLURM run on one thread per job (tests/test_slurm.py)")
     work = tmp_path / "one_core"
     snakemake(work, "--cores", "1")
-    ours, ref = dvc_tracked_files(work), dvc_tracked_files(ci_run)
-    assert sorted(ours) == sorted(ref)
-    assert len(ref) > 100
-    differ = sorted(name for name in ref if ours[name] != ref[name])
-    assert not differ, f"{len(differ)} of {len(ref)} versioned files differ with 1 core, e.g. {differ[:10]}"
+    assert_same_versioned_files(work, ci_run)

@@ -7,6 +7,7 @@ import hashlib
 import http.server
 import os
 import re
+import shutil
 import subprocess
 import sys
 import threading
@@ -31,6 +32,41 @@ def snakemake(workdir: Path, *args: str, config: Path = CI_CONFIG, check: bool =
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout[-5000:]}\n{res.stderr[-5000:]}")
     return res
+
+
+def slurm_can_run() -> bool:
+    """Whether this machine can run the SLURM test cluster (scripts/slurm_cluster.sh): Debian's
+    slurm-wlm installed, and root to start its daemons."""
+    return shutil.which("slurmctld") is not None and os.geteuid() == 0
+
+
+def versioned_files(root: Path) -> dict[str, bytes]:
+    """Every file under the outputs that dvc.yaml versions (what `dvc status` compares), with the
+    step checkpoints beside the models (.dvcignore leaves them to the machine that resumes from
+    them), but not the training jobs' history (jobs.log: times and job ids)."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    outs = [next(iter(o)) if isinstance(o, dict) else o for s in stages.values() for o in s.get("outs", [])]
+    files = {}
+    for out in outs:
+        path = root / out
+        for f in ([path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())):
+            if f.name != "jobs.log":
+                files[str(f.relative_to(root))] = f.read_bytes()
+    return files
+
+
+def assert_same_versioned_files(run: Path, reference: Path, resumed: tuple[str, ...] = ()) -> None:
+    """``run`` holds every versioned file of ``reference`` (versioned_files), byte for byte, and no
+    other, but for step checkpoints of the ``resumed`` models (a job stopped by a signal writes
+    one at the step it is on)."""
+    ours, ref = versioned_files(run), versioned_files(reference)
+    assert len(ref) > 100
+    results = yaml.safe_load(CI_CONFIG.read_text())["results_dir"]
+    extra = [name for name in sorted(set(ours) - set(ref))
+             if not any(name.startswith(f"{results}/models/{model}/checkpoints/") for model in resumed)]
+    assert not extra and set(ref) <= set(ours), (extra, sorted(set(ref) - set(ours)))
+    differ = sorted(name for name in ref if ours[name] != ref[name])
+    assert not differ, f"{len(differ)} of {len(ref)} versioned files differ from {reference}, e.g. {differ[:10]}"
 
 
 def job_stats(output: str) -> Counter:
