@@ -49,7 +49,7 @@ class ModelConfig:
     mask_token: str = "learned"  # MASK_TOKENS: the paper; "zeros" is what the released code does
     feedforward: str = "per_layer"  # FEEDFORWARD: one block per layer, or one per stack (released)
     mel_framing: str = "aligned"  # MEL_FRAMINGS (mel inputs only)
-    positions: str = "per_stack"  # POSITIONS: the positional scale of encoder and decoder
+    positions: str = "per_stack"  # POSITIONS: per_stack as v2 (the paper's code), shared as v1
     mel_mean: float = MEL_MEAN
     mel_std: float = MEL_STD
     encodec_checkpoint: str | None = None  # only read when input == "encodec" and weights are new

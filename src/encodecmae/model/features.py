@@ -15,7 +15,11 @@ covers samples [318 t, 318 t + 637)): a 4-s crop gives 300 frames as well, but t
 frame t, half a hop after EnCodec frame t's at t = 0, drifts 2 samples earlier per frame, to 440
 samples (1.4 hops) before it at frame 299. As the released code did, the longer sequence is
 cropped to N // 320 frames; signals shorter than 2.1 s, which give fewer frames than that, are
-zero-padded.
+zero-padded. This is the authors' MelspectrogramProcessor (configs/features/mel.gin at HEAD:
+``torchaudio.compliance.kaldi.fbank`` with frame_shift=13.28, frame_length=26.56, hanning,
+htk_compat, no energy, no dither, 256 bins, then (x + 6.12) / 4.82; tests/test_features.py
+compares the two). At inference the released code computes it on exactly the samples it is
+given (1 + (N - 637) // 318 frames): ``exact_length=True``.
 """
 
 from __future__ import annotations

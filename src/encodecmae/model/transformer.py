@@ -300,11 +300,12 @@ def count_parameters(model: EncodecMAE, per_use: bool = False) -> dict[str, int]
         return sum(n(b) for b in s.blocks) + n(s.ln_out) if per_use else n(s)
 
     dec_pos = 0 if model.dec_pos is model.enc_pos else model.dec_pos.scale.numel()
+    mask_token = model.mask_token.numel() if model.mask_token.requires_grad else 0  # "zeros": no parameter
     parts = {
         "frontend": n(model.frontend),
         "in_proj": n(model.in_proj),
         "encoder": stack(model.encoder) + model.enc_pos.scale.numel(),
-        "decoder": n(model.enc_to_dec) + stack(model.decoder) + dec_pos + model.mask_token.numel(),
+        "decoder": n(model.enc_to_dec) + stack(model.decoder) + dec_pos + mask_token,
         "head": n(model.head),
     }
     parts["total"] = sum(parts.values())
