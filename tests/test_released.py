@@ -201,3 +201,27 @@ def test_workflow_downloads_converts_and_embeds_a_released_model(tmp_path):
     assert splits and all(emb[k].shape[1] == 64 and np.isfinite(emb[k]).all() for k in splits)
     log = (work / "results" / "logs" / "import_released" / "released_debug.log").read_text()
     assert f"sha256 {digest}" in log and "feed-forward shared" in log
+
+
+def test_codebook_report_compares_the_targets_with_the_pretrained_encodec(tmp_path):
+    """Whether the file's target codebooks are the pretrained EnCodec's (frozen targets) or
+    drifted by EMA in training (implementation_notes.md, "Targets and loss")."""
+    from encodecmae.model.released import codebook_report
+
+    sd = released_state_dict("v2")
+    pretrained = {f"quantizer.vq.layers.{q}._codebook.embed": sd[f"target_encoder.model.vq.layers.{q}._codebook.embed"]
+                  for q in range(32)}
+    torch.save(pretrained, tmp_path / "encodec.th")
+    same = codebook_report(sd, tmp_path / "encodec.th")
+    assert "encodec.th's" in same and "equal to" in same
+    pretrained["quantizer.vq.layers.3._codebook.embed"] = pretrained["quantizer.vq.layers.3._codebook.embed"].clone()
+    pretrained["quantizer.vq.layers.3._codebook.embed"][[5, 9]] += 0.5
+    torch.save(pretrained, tmp_path / "encodec.th")
+    assert "differ from" in codebook_report(sd, tmp_path / "encodec.th")
+    assert "in 2 of 8192 codewords (max |difference| 0.5)" in codebook_report(sd, tmp_path / "encodec.th")
+    st = {k: v for k, v in sd.items() if not k.startswith("target_encoder.")}
+    assert codebook_report(st).startswith("target codebooks: none in the file")
+    key = "target_encoder.model.vq.layers.7._codebook.embed"  # the digest covers the 8 target codebooks
+    assert codebook_report(sd) != codebook_report({**sd, key: sd[key] + 1e-3})
+    key = "target_encoder.model.vq.layers.8._codebook.embed"  # ... and only them
+    assert codebook_report(sd) == codebook_report({**sd, key: sd[key] + 1e-3})
