@@ -11,6 +11,8 @@ MelspectrogramProcessor) or the EnCodec encoder run as encodec runs it.
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 
 import torch
@@ -21,6 +23,17 @@ from encodecmae.model import released_layout as rl
 from encodecmae.targets.codec import new_encodec
 
 HOP = 320
+
+
+@functools.lru_cache(maxsize=1)
+def _encodec_template():
+    with torch.random.fork_rng():
+        return new_encodec()
+
+
+def fresh_encodec():
+    """The 24-kHz EnCodec architecture (a copy: building one is the slow part of these tests)."""
+    return copy.deepcopy(_encodec_template())
 
 
 def gin_text(d_model: int, n_layers: int, n_heads: int = 12, mel_bins: int | None = 256, n_streams: int = 8,
@@ -157,8 +170,7 @@ def released_state_dict(release: str, d_model: int = 64, n_heads: int = 4, n_enc
 
 
 def _encodec_encoder_state(g) -> dict[str, torch.Tensor]:
-    with torch.random.fork_rng():
-        state = new_encodec().encoder.state_dict()
+    state = fresh_encodec().encoder.state_dict()
     return {k: v * (1 + 0.1 * torch.randn(v.shape, generator=g)) for k, v in state.items()}
 
 
@@ -222,8 +234,7 @@ def input_features(wav: torch.Tensor, sd: dict, release: str, n_feat: int) -> to
     """[B, N] -> [B, T, F]: their MelspectrogramProcessor per sound, or the EnCodec encoder."""
     layout = rl.V1 if release == "v1" else rl.V2
     if rl.present(sd, layout.encodec):
-        with torch.random.fork_rng():
-            encoder = new_encodec().encoder
+        encoder = fresh_encodec().encoder
         encoder.load_state_dict({k[len(layout.encodec):]: v for k, v in sd.items() if k.startswith(layout.encodec)})
         with torch.no_grad():
             return encoder(wav[:, None]).permute(0, 2, 1)
@@ -271,8 +282,7 @@ def reference_codes(wav, sd, release) -> torch.Tensor:
     """[B, 8, T] codes of the file's target quantiser, computed by encodec's own RVQ on the file's
     EnCodec encoder output (the authors' EncodecQuantizer)."""
     layout = rl.V1 if release == "v1" else rl.V2
-    with torch.random.fork_rng():
-        model = new_encodec()
+    model = fresh_encodec()
     model.encoder.load_state_dict({k[len(layout.encodec):]: v for k, v in sd.items() if k.startswith(layout.encodec)})
     model.quantizer.vq.load_state_dict({k[len("target_encoder.model.vq."):]: v for k, v in sd.items()
                                         if k.startswith(rl.TARGET_CODEBOOKS)})
