@@ -11,7 +11,6 @@ MelspectrogramProcessor) or the EnCodec encoder run as encodec runs it.
 
 from __future__ import annotations
 
-import copy
 import functools
 import math
 
@@ -26,14 +25,16 @@ HOP = 320
 
 
 @functools.lru_cache(maxsize=1)
-def _encodec_template():
+def _encodec():
+    """One 24-kHz EnCodec for the whole session (building one is the slow part of these tests) and
+    its initial encoder weights. Whoever runs it loads every weight it uses first."""
     with torch.random.fork_rng():
-        return new_encodec()
+        model = new_encodec()
+    return model, {k: v.clone() for k, v in model.encoder.state_dict().items()}
 
 
-def fresh_encodec():
-    """The 24-kHz EnCodec architecture (a copy: building one is the slow part of these tests)."""
-    return copy.deepcopy(_encodec_template())
+def shared_encodec():
+    return _encodec()[0]
 
 
 def gin_text(d_model: int, n_layers: int, n_heads: int = 12, mel_bins: int | None = 256, n_streams: int = 8,
@@ -170,7 +171,7 @@ def released_state_dict(release: str, d_model: int = 64, n_heads: int = 4, n_enc
 
 
 def _encodec_encoder_state(g) -> dict[str, torch.Tensor]:
-    state = fresh_encodec().encoder.state_dict()
+    state = _encodec()[1]
     return {k: v * (1 + 0.1 * torch.randn(v.shape, generator=g)) for k, v in state.items()}
 
 
@@ -234,7 +235,7 @@ def input_features(wav: torch.Tensor, sd: dict, release: str, n_feat: int) -> to
     """[B, N] -> [B, T, F]: their MelspectrogramProcessor per sound, or the EnCodec encoder."""
     layout = rl.V1 if release == "v1" else rl.V2
     if rl.present(sd, layout.encodec):
-        encoder = fresh_encodec().encoder
+        encoder = shared_encodec().encoder
         encoder.load_state_dict({k[len(layout.encodec):]: v for k, v in sd.items() if k.startswith(layout.encodec)})
         with torch.no_grad():
             return encoder(wav[:, None]).permute(0, 2, 1)
@@ -282,7 +283,7 @@ def reference_codes(wav, sd, release) -> torch.Tensor:
     """[B, 8, T] codes of the file's target quantiser, computed by encodec's own RVQ on the file's
     EnCodec encoder output (the authors' EncodecQuantizer)."""
     layout = rl.V1 if release == "v1" else rl.V2
-    model = fresh_encodec()
+    model = shared_encodec()
     model.encoder.load_state_dict({k[len(layout.encodec):]: v for k, v in sd.items() if k.startswith(layout.encodec)})
     model.quantizer.vq.load_state_dict({k[len("target_encoder.model.vq."):]: v for k, v in sd.items()
                                         if k.startswith(rl.TARGET_CODEBOOKS)})
