@@ -116,3 +116,18 @@ def test_a_long_file_is_streamed_with_the_whole_file_result(tmp_path, debug_chec
     a, b = np.load(tmp_path / "loaded.npz"), np.load(tmp_path / "streamed.npz")
     for split in ("train", "valid", "test"):
         np.testing.assert_allclose(b[f"emb_{split}"], a[f"emb_{split}"], rtol=1e-5, atol=1e-5)
+
+
+def test_all_layers_of_a_model_trained_here(debug_checkpoint):
+    """layer="all": every hidden state (L blocks and the output), each as its own layer gives it;
+    the scene embedding per layer. A bad layer name is refused."""
+    audio = 0.1 * torch.randn(2, 16_000 * 5, generator=torch.Generator().manual_seed(4))
+    every = hear.load_model(str(debug_checkpoint), layer="all")
+    emb = hear.get_timestamp_embeddings(audio, every)[0]
+    assert emb.shape == (2, 3, 375, 64)  # 2 blocks + the output, 5 s at 75 Hz
+    for i in range(3):
+        one = hear.get_timestamp_embeddings(audio, hear.load_model(str(debug_checkpoint), layer=i - 3))[0]
+        assert torch.allclose(emb[:, i], one, atol=1e-5)
+    assert hear.get_scene_embeddings(audio, every).shape == (2, 3, 64)
+    with pytest.raises(ValueError, match="layer must be"):
+        hear.load_model(str(debug_checkpoint), layer="last")

@@ -75,7 +75,7 @@ def test_positions_added_before_masking_with_learnable_scale():
 
 
 @pytest.mark.parametrize("size,paper_m,distinct_m", [("small", 43.6, 18.1), ("base", 86.6, 29.9),
-                                                     ("large", 261.6, 92.4)])
+                                                     ("large", 261.6, 92.0)])
 def test_parameter_counts_against_table1(size, paper_m, distinct_m):
     """Table 1 counts the encoder per use (implementation_notes.md): the released model's shared
     feed-forward block once per layer. Its distinct weights are far fewer (base: ~29.9 M)."""
@@ -85,7 +85,8 @@ def test_parameter_counts_against_table1(size, paper_m, distinct_m):
     encoder_m = paper_param_count(shared) / 1e6
     print(f"{size}: encoder {encoder_m:.1f} M per use, {count_parameters(shared)['encoder'] / 1e6:.1f} M distinct "
           f"(shared feed-forward), paper {paper_m} M")
-    # base matches to 0.1 M, small within 1 %; large is 3.7 % under (docs/library.md, "Parameter counts")
+    # base matches to 0.1 M, small within 1 %; large (12 heads of 85, as released) is 3.9 % under
+    # (docs/library.md, "Parameter counts")
     assert abs(encoder_m - paper_m) / paper_m < {"small": 0.01, "base": 0.002, "large": 0.04}[size]
     assert round(count_parameters(shared)["encoder"] / 1e6, 1) == distinct_m
     # per layer, every use is a distinct weight: the same per-use count, as many distinct weights

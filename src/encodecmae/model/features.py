@@ -15,7 +15,11 @@ covers samples [318 t, 318 t + 637)): a 4-s crop gives 300 frames as well, but t
 frame t, half a hop after EnCodec frame t's at t = 0, drifts 2 samples earlier per frame, to 440
 samples (1.4 hops) before it at frame 299. As the released code did, the longer sequence is
 cropped to N // 320 frames; signals shorter than 2.1 s, which give fewer frames than that, are
-zero-padded.
+zero-padded. This is the authors' MelspectrogramProcessor (configs/features/mel.gin at HEAD:
+``torchaudio.compliance.kaldi.fbank`` with frame_shift=13.28, frame_length=26.56, hanning,
+htk_compat, no energy, no dither, 256 bins, then (x + 6.12) / 4.82; tests/test_features.py
+compares the two). At inference the released code computes it on exactly the samples it is
+given (1 + (N - 637) // 318 frames): ``exact_length=True``.
 """
 
 from __future__ import annotations
@@ -70,8 +74,19 @@ class LogMel(nn.Module):
     def dim(self) -> int:
         return self.n_mels
 
-    def frames(self, wav: torch.Tensor) -> torch.Tensor:
-        """[B, N] -> [B, ceil(N/320), win] analysis frames of the framing."""
+    def frames(self, wav: torch.Tensor, exact_length: bool = False) -> torch.Tensor:
+        """[B, N] -> [B, ceil(N/320), win] analysis frames of the framing.
+
+        ``exact_length`` (released framing only): the frames of exactly these N samples, as
+        Kaldi's ``snip_edges`` gives them to the released code at inference:
+        1 + (N - 637) // 318 frames, no padding, no cropping.
+        """
+        if exact_length:
+            if self.framing != "released":
+                raise ValueError("LogMel: exact-length frames exist for the released framing only")
+            if wav.shape[-1] < self.win:
+                raise ValueError(f"LogMel: {wav.shape[-1]} samples are shorter than one {self.win}-sample frame")
+            return wav.float().unfold(-1, self.win, self.shift)  # [B, 1 + (N - 637) // 318, 637]
         wav = pad_to_hop(wav.float())  # [B, N]
         if wav.shape[-1] == 0:
             raise ValueError("LogMel: empty waveform")
@@ -85,8 +100,8 @@ class LogMel(nn.Module):
         x = F.pad(wav, (0, max(0, need - wav.shape[-1])))
         return x.unfold(-1, self.win, self.shift)[:, :n_out]  # [B, T, 637]
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
-        frames = self.frames(wav)
+    def forward(self, wav: torch.Tensor, exact_length: bool = False) -> torch.Tensor:
+        frames = self.frames(wav, exact_length)
         frames = frames - frames.mean(dim=-1, keepdim=True)  # remove DC offset per frame
         prev = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
         frames = (frames - self.preemphasis * prev) * self.window
@@ -127,6 +142,10 @@ class EncodecFeatures(nn.Module):
         self.tokenizer.eval()
         return self
 
-    def forward(self, wav: torch.Tensor) -> torch.Tensor:
+    def forward(self, wav: torch.Tensor, exact_length: bool = False) -> torch.Tensor:
+        """[B, N] -> [B, ceil(N/320), 128]. Padded with zeros to whole hops first, unless
+        ``exact_length``: then EnCodec pads the last partial hop itself (by reflection), as
+        the released code's inference gives it these samples."""
+        wav = wav.float() if exact_length else pad_to_hop(wav.float())
         with torch.no_grad():
-            return self.tokenizer.features(pad_to_hop(wav.float()))  # [B, T, 128]
+            return self.tokenizer.features(wav)  # [B, T, 128]

@@ -10,8 +10,10 @@ waveform X_a [B, N]
 
 Settings where the released code differs from the paper's text (``ModelConfig``): one feed-forward
 block shared by all layers of a stack (``feedforward="shared"``; attention and norms stay per
-layer), zeros instead of a learned mask token, one positional scale for encoder and decoder
-(``positions="shared"``) and the mel framing (see ``features``).
+layer), zeros instead of a learned mask token and the mel framing (see ``features``). The
+positional scales: v2 (the paper's code) has one for the encoder input and one in the decoder,
+our default ``positions="per_stack"``; v1 had one for both (``positions="shared"``). Attention
+heads are D // n_heads wide, as released: 12 heads of 85 for the large model's D=1024.
 
 ResiDual ("pre-post LN", arXiv 2304.14802) keeps two streams: a post-LN stream, normalised
 after each residual add, and an un-normalised residual stream that sums every sublayer
@@ -114,20 +116,28 @@ class SinusoidalPositions(nn.Module):
 
 
 class SelfAttention(nn.Module):
+    """Multi-head self-attention, no biases, as the released code's ``MultiHeadAttention``.
+
+    Each head is ``D // n_heads`` wide, so the projections are ``n_heads * (D // n_heads)`` wide:
+    D=1024 with 12 heads (the released large model) gives 12 heads of 85, a 1020-wide attention
+    and a score scale of 85^-0.5 (scaled_dot_product_attention's default, 1/sqrt(head width)).
+    """
+
     def __init__(self, d_model: int, n_heads: int):
         super().__init__()
-        if d_model % n_heads:
-            raise ValueError(f"d_model {d_model} is not divisible by n_heads {n_heads}")
-        self.n_heads = n_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)  # no bias, as the original
-        self.out = nn.Linear(d_model, d_model, bias=False)
+        if not 1 <= n_heads <= d_model:
+            raise ValueError(f"n_heads {n_heads} must be in 1..d_model ({d_model})")
+        self.n_heads, self.head_dim = n_heads, d_model // n_heads
+        width = n_heads * self.head_dim
+        self.qkv = nn.Linear(d_model, 3 * width, bias=False)  # no bias, as the original
+        self.out = nn.Linear(width, d_model, bias=False)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-        B, T, D = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         # keep [B, T]: padding keys are never attended to
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])  # [B, H, T, Dh]
-        return self.out(y.transpose(1, 2).reshape(B, T, D))
+        return self.out(y.transpose(1, 2).reshape(B, T, self.n_heads * self.head_dim))
 
 
 def feedforward(d_model: int, ff_dim: int) -> nn.Sequential:
@@ -218,9 +228,15 @@ class EncodecMAE(nn.Module):
 
     # --- pieces -------------------------------------------------------------------------
 
-    def embed_input(self, wav: torch.Tensor) -> torch.Tensor:
-        """[B, N] waveform -> [B, T, D] projected features with positions (before masking)."""
-        x = self.in_proj(self.frontend(wav))  # [B, T, D]
+    def embed_input(self, wav: torch.Tensor, exact_length: bool = False) -> torch.Tensor:
+        """[B, N] waveform -> [B, T, D] projected features with positions (before masking).
+
+        ``exact_length``: the features of exactly these N samples, as the authors' code computes
+        them at inference (``features``: no padding to whole hops; the released mel framing then
+        has Kaldi's frame count).
+        """
+        feats = self.frontend(wav, exact_length=True) if exact_length else self.frontend(wav)
+        x = self.in_proj(feats)  # [B, T, D]
         return x + self.enc_pos(x.shape[1])
 
     def forward(self, wav: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -240,27 +256,31 @@ class EncodecMAE(nn.Module):
         dec = self.decoder(xd, valid_mask(lengths, T))
         return self.head(dec).view(B, T, self.cfg.n_streams, self.cfg.n_classes)
 
-    def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def encode(self, wav: torch.Tensor, lengths: torch.Tensor | None = None,
+               exact_length: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Unmasked encoder pass for extraction.
 
         Returns the encoder output [B, T, D] (the "last layer") and the list of every block's
         post-LN stream [n_layers x [B, T, D]] (the last one is the last layer *before* the
-        final ResiDual output norm, which self-training clusters).
+        final ResiDual output norm, which self-training clusters). ``lengths`` [B]: frames
+        attended to (default: all; more than T means all). ``exact_length``: see ``embed_input``.
         """
-        x = self.embed_input(wav)
+        x = self.embed_input(wav, exact_length)
         B, T, _ = x.shape
         if lengths is None:
             lengths = torch.full((B,), T, dtype=torch.long, device=x.device)
-        return self.encoder(x, valid_mask(lengths, T), return_all=True)
+        return self.encoder(x, valid_mask(lengths.to(x.device), T), return_all=True)
 
-    def hidden_states(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
+    def hidden_states(self, wav: torch.Tensor, lengths: torch.Tensor | None = None,
+                      exact_length: bool = False) -> list[torch.Tensor]:
         """Encoder activations, [n_layers + 1 x [B, T, D]].
 
         Index i < n_layers is block i's post-LN stream; index -1 is the encoder output (the
         "last layer" used for embeddings); index -2 is the last block before the final
-        ResiDual output norm (the self-training teacher's features).
+        ResiDual output norm (the self-training teacher's features). ``exact_length``: see
+        ``encode``.
         """
-        out, layers = self.encode(wav, lengths)
+        out, layers = self.encode(wav, lengths, exact_length)
         return layers + [out]
 
 
@@ -269,7 +289,9 @@ def count_parameters(model: EncodecMAE, per_use: bool = False) -> dict[str, int]
 
     Distinct weights by default: a shared feed-forward block counts once (what the optimiser
     updates and a checkpoint stores). ``per_use``: counted once per layer that uses it, as
-    torchinfo's summary of the released model does, which is how the paper counts.
+    torchinfo's summary of the released model does, which is how the paper counts. The
+    attention is n_heads * (D // n_heads) wide, so the large model's 12 heads of 85 count
+    4 x 1020 x 1024 per layer. Buffers (EnCodec codebooks, the sinusoid table) are not counted.
     """
     def n(m):
         return sum(p.numel() for p in m.parameters())
@@ -278,11 +300,12 @@ def count_parameters(model: EncodecMAE, per_use: bool = False) -> dict[str, int]
         return sum(n(b) for b in s.blocks) + n(s.ln_out) if per_use else n(s)
 
     dec_pos = 0 if model.dec_pos is model.enc_pos else model.dec_pos.scale.numel()
+    mask_token = model.mask_token.numel() if model.mask_token.requires_grad else 0  # "zeros": no parameter
     parts = {
         "frontend": n(model.frontend),
         "in_proj": n(model.in_proj),
         "encoder": stack(model.encoder) + model.enc_pos.scale.numel(),
-        "decoder": n(model.enc_to_dec) + stack(model.decoder) + dec_pos + model.mask_token.numel(),
+        "decoder": n(model.enc_to_dec) + stack(model.decoder) + dec_pos + mask_token,
         "head": n(model.head),
     }
     parts["total"] = sum(parts.values())
@@ -292,9 +315,9 @@ def count_parameters(model: EncodecMAE, per_use: bool = False) -> dict[str, int]
 def paper_param_count(model: EncodecMAE) -> int:
     """Parameters as Table 1 counts them: the encoder blocks, per use, plus a frozen EnCodec frontend.
 
-    This matches the paper's 86.6 M (base) and 94.0 M (EC->EC base: + 7.4 M of EnCodec encoder)
-    to 0.1 M, 43.6 M (small) to 0.7 %, and 261.6 M (large) to 3.7 % (see the README), with the
-    feed-forward block shared or not.
+    With the released attention (12 heads of D // 12) this gives 43.3 M (small), 86.6 M (base)
+    and 251.5 M (large) against the paper's 43.6, 86.6 and 261.6 M, and 94.0 M for EC->EC base
+    (+ 7.4 M of EnCodec encoder), with the feed-forward block shared or not (tests/test_model.py).
     """
     c = count_parameters(model, per_use=True)
     return c["encoder"] + c["frontend"]
