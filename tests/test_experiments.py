@@ -203,3 +203,15 @@ def test_asr_models_must_be_experiments():
     cfg["asr"]["models"]["mel256_huge"] = None
     with pytest.raises(ConfigError, match=r"asr.models: \['mel256_huge'\] are not experiments"):
         resolve(cfg)
+
+
+def test_a_released_rows_input_follows_its_release():
+    from encodecmae.workflow.experiments import released_input
+
+    v2 = "https://huggingface.co/lpepino/encodecmae-v2/resolve/main/{}.pt"
+    assert released_input("mel256-ec-base", {"url": v2.format("mel256-ec-base")}) == "mel256"
+    assert released_input("ec-ec-base", {"url": v2.format("ec-ec-base")}) == "encodec"
+    assert released_input("mel128-ec-base", {"url": v2.format("mel128-ec-base")}) == "mel128"
+    # v1: every model is EC->EC
+    assert released_input("encodecmae-base",
+                          {"url": "https://huggingface.co/lpepino/encodecmae-base/resolve/main/model.pt"}) == "encodec"

@@ -49,7 +49,7 @@ def cli_args(cfg: TrainConfig) -> list[str]:
 
 
 # the released code's settings (docs/released-models.md)
-RELEASED = dict(mask_token="zeros", feedforward="shared", mel_framing="released", positions="shared",
+RELEASED = dict(mask_token="zeros", feedforward="shared", mel_framing="released", positions="per_stack",
                 mask_starts="released", loss_norm="batch")
 
 

@@ -66,7 +66,7 @@ class TrainConfig:
     mel_framing: str = option("aligned", "mel frames: hop 320 centred on EnCodec's frames, or the released "
                               "code's 318-sample shift", training=True, choices=MEL_FRAMINGS)
     positions: str = option("per_stack", "positional scale: one per stack, or one for encoder and decoder "
-                            "(released code)", training=True, choices=POSITIONS)
+                            "(v1 released code; v2 has one per stack)", training=True, choices=POSITIONS)
     # the objective and the optimiser
     steps: int = option(500_000, "training steps (0: write the initial weights)")
     batch_size: int = option(128, "global batch (all ranks)", training=True)

@@ -155,6 +155,15 @@ def encodec_gamma(encodec: dict) -> list[float] | None:
     return [float(g) for g in gamma]
 
 
+def released_input(name: str, spec: dict) -> str:
+    """The input a release's name says, for planning (the converter reads the real one from the
+    file): v1 files (``lpepino/encodecmae-SIZE``) and v2 ``ec-ec-*`` take the EnCodec encoder's
+    output, v2 ``mel128-*`` 128 mel bins, other v2 files 256."""
+    if name.startswith("ec-ec") or "encodecmae-v2" not in spec.get("url", "encodecmae-v2"):
+        return "encodec"
+    return "mel128" if name.startswith("mel128") else "mel256"
+
+
 def _released_row(row: dict, where: str, released: dict) -> Experiment:
     name = row["released"]
     if name not in released:
@@ -168,7 +177,8 @@ def _released_row(row: dict, where: str, released: dict) -> Experiment:
     size = row.get("size") or (named.group(0) if named else None)
     if size not in SIZES:
         raise ConfigError(f"{where}.size: {size!r} is not one of {sorted(SIZES)} (give the released model's size)")
-    return Experiment(name=row["name"], label=row.get("label", row["name"]), input="mel256", size=size, arch={},
+    return Experiment(name=row["name"], label=row.get("label", row["name"]), input=released_input(name, released[name]),
+                      size=size, arch={},
                       sources=[], steps=0, teacher=None, init=None, paper_line=row.get("paper_line"),
                       released=name)
 
