@@ -28,6 +28,9 @@ import pytest
 import soundfile as sf
 import torch
 
+# Three full runs of every stage: with the one-core rerun of the workflow, under the long runs.
+pytestmark = pytest.mark.e2e
+
 RUNS = {"t1": 1, "t1_again": 1, "t2": 2}
 SR = 16_000
 

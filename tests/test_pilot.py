@@ -178,7 +178,7 @@ def test_pilot_fits_one_h100_day_with_a_quarter_to_spare():
 # --- the data rules against 127.0.0.1 -------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_pilot_librispeech_and_fma_rules_download_verify_and_shard(tmp_path):
     """The pilot's speech and music sources, as their publishers lay them out (LibriSpeech's
     SPEAKER/CHAPTER FLAC with transcripts, FMA's zip of NNN/NNNNNN tracks), served on 127.0.0.1
