@@ -31,7 +31,10 @@ from encodecmae.progress import format_duration
 
 LOG_EVERY = 100  # steps per metrics row (and progress line)
 KEEP_CHECKPOINTS = 2  # newest step checkpoints kept (each holds weights, Adam state and the best weights)
-RESUME_MAY_CHANGE = {"steps", "device", "threads", "workers", "stop_after"}
+# how a job runs, not what it trains: left out of the saved config, so that the files a run writes
+# do not depend on the machine or the scheduler's time limit (a SLURM job gets --stop-after)
+JOB_OPTIONS = ("device", "threads", "workers", "stop_after")
+RESUME_MAY_CHANGE = {"steps", *JOB_OPTIONS}
 DEFAULT_BATCH_SIZE = 16  # s3prl's -d asr in effect: its buckets of 32 are all halved (superb_asr_protocol.md)
 
 
@@ -228,6 +231,7 @@ def train_asr(train_dir: str | Path, dev_dir: str | Path, out: str | Path, ckpt_
               "train_features": train_set.meta.get("checkpoint_sha256"), "device": str(dev), "threads": threads,
               "workers": workers, "stop_after": stop_after}
     config = json.loads(json.dumps(config))  # tuples as lists: compared with a checkpoint's
+    saved = {k: v for k, v in config.items() if k not in JOB_OPTIONS}
 
     torch.manual_seed(seed)
     random.seed(seed)  # the global Python and numpy generators too: their states are saved in
@@ -256,14 +260,14 @@ def train_asr(train_dir: str | Path, dev_dir: str | Path, out: str | Path, ckpt_
             run.rows.append(_log_row(step, steps, evaluate, run, model, dev_set, dev, batch_size, since))
             writer.write(run.rows[-1])
             if evaluate:
-                _save_step(ckpt_dir, step, model, opt, run, config, code_version)
+                _save_step(ckpt_dir, step, model, opt, run, saved, code_version)
         if step < steps and stop.now(proc):
-            path = _save_step(ckpt_dir, step, model, opt, run, config, code_version)
+            path = _save_step(ckpt_dir, step, model, opt, run, saved, code_version)
             print(f"stopping at step {step} of {steps} ({stop.reason}); a new job resumes from {path}", flush=True)
             raise SystemExit(EXIT_CONTINUE)
     payload = {"model": {k: v.cpu() for k, v in run.best["model"].items()}, "settings": model.settings,
                "vocab": list(VOCAB), "step": run.best["step"], "dev_wer": run.best["dev_wer"], "steps": steps,
-               "config": config, "code_version": code_version,
+               "config": saved, "code_version": code_version,
                "features": {k: train_set.meta.get(k) for k in FEATURE_KEYS}}
     ckpt_io.save(out, payload)
     print(f"wrote {out}: best dev WER {run.best['dev_wer']:.4f} at step {run.best['step']} of {steps}", flush=True)
