@@ -1,9 +1,11 @@
 """The workflow on SLURM: the resources each training job asks for, the torchrun launch of
-multi-GPU jobs, the ./slurm profile, and a real run of the CI configuration on a single-node SLURM
-cluster on 127.0.0.1 (Debian's slurm-wlm and munge, started by scripts/slurm_cluster.sh)
-in which a training job is cancelled by SLURM after its first step checkpoint and resumes from it.
-Every job there runs on one thread, and every versioned file must equal that of the session's
-local run on two cores (conftest.py `ci_run`). The cluster tests are end-to-end runs (`e2e`)."""
+multi-GPU jobs, the ./slurm profile, and real runs on a single-node SLURM cluster on 127.0.0.1
+(Debian's slurm-wlm and munge, started by scripts/slurm_cluster.sh): the CI configuration's outputs
+that take a job of every rule but the report tables (workflow_helpers.DATA_TARGETS and
+MODEL_TARGETS), in which a training job is cancelled by SLURM after its first step checkpoint and
+resumes from it, every job runs on one thread and every versioned file must equal that of the
+session's local run on two cores (conftest.py `ci_run`); and a training run longer than its time
+limit. The cluster tests are end-to-end runs (`e2e`)."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -23,8 +26,8 @@ import yaml
 
 from encodecmae.workflow.experiments import resolve
 from encodecmae.workflow.resources import train_resources
-from workflow_helpers import (CI_CONFIG, ENV, REPO, assert_same_versioned_files, edited_config, job_stats,
-                              slurm_can_run)
+from workflow_helpers import (CI_CONFIG, DATA_JOBS, DATA_TARGETS, ENV, MODEL_JOBS, MODEL_TARGETS, REPO,
+                              assert_same_versioned_files, copy_data_stage, edited_config, job_stats, slurm_can_run)
 
 LOCAL_RULES = ("index_shards", "index_tokens", "index_clusters")  # `localrule: True` in rules/
 
@@ -177,40 +180,56 @@ def cancel_after_first_checkpoint(ckpt_root: Path, stop: threading.Event, cancel
 
 @pytest.mark.e2e
 def test_ci_config_on_slurm_resumes_and_matches_a_local_run(slurm_cluster, ci_run, tmp_path):
-    cluster = tmp_path / "slurm"
+    """A job of every rule but the report tables, one thread per job, through `--profile slurm`
+    from the repository root as a user types it: the data stage from nothing (DATA_TARGETS) and,
+    beside it, the models and evaluations from the session's data (MODEL_TARGETS), two runs at
+    once, as most of a run on the test cluster is waiting for SLURM's status. The local run gave
+    jobs two threads, and the versioned files must not depend on it (this is also test_workflow's
+    second run on fewer cores). The rest of a full run would repeat these rules on other wildcards."""
+    data, models = tmp_path / "data_stage", tmp_path / "models"
+    copy_data_stage(ci_run, models)
     results = load()["results_dir"]
     stop, cancelled = threading.Event(), {}
     watcher = threading.Thread(target=cancel_after_first_checkpoint,
-                               args=(cluster / results / "models" / "mel256_base" / "checkpoints", stop, cancelled))
+                               args=(models / results / "models" / "mel256_base" / "checkpoints", stop, cancelled))
     watcher.start()
-    # `--profile slurm` from the repository root, as a user types it, with one thread per job:
-    # the local run gave jobs two, and the versioned files must not depend on it (this run is
-    # also test_workflow's second run on fewer cores)
+    args = ["--profile", "slurm", *TEST_CLUSTER_ARGS, "--max-threads", "1"]
     t0 = time.time()
     try:
-        res = subprocess.run(snakemake_cmd(cluster, "--profile", "slurm", *TEST_CLUSTER_ARGS, "--max-threads", "1"),
-                             cwd=REPO, env=ENV, capture_output=True, text=True, timeout=3000)
+        first = subprocess.Popen(snakemake_cmd(data, *args, *DATA_TARGETS), cwd=REPO, env=ENV,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        res = subprocess.run(snakemake_cmd(models, *args, *MODEL_TARGETS), cwd=REPO, env=ENV, capture_output=True,
+                             text=True, timeout=1800)
+        out_data = first.communicate(timeout=1800)[0]
     finally:
         stop.set()
         watcher.join()
     print(f"CI config on SLURM: {time.time() - t0:.0f} s")
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-6000:]
+    assert first.returncode == 0, out_data[-6000:]
+    assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
     # the local reference is the session's uninterrupted run of the same configuration
-    check_slurm_run(cluster, ci_run, cancelled)
+    check_slurm_run(data, ci_run, DATA_JOBS, resubmitted=0)
+    check_slurm_run(models, ci_run, MODEL_JOBS, resubmitted=1)
+    assert_same_versioned_files(data, ci_run, built=DATA_TARGETS)
+    check_resumed_training(models, cancelled)
+    # the same files as the uninterrupted local run on two cores: the resumed model, every
+    # intermediate, embedding, score and ASR result, byte for byte (the cancelled job's last
+    # checkpoint aside)
+    assert_same_versioned_files(models, ci_run, resumed=("mel256_base",), built=MODEL_TARGETS)
 
 
-def check_slurm_run(cluster: Path, local: Path, cancelled: dict):
-    """The SLURM run in ``cluster`` against the local run in ``local``."""
-    results = load()["results_dir"]
+def check_slurm_run(cluster: Path, local: Path, expected: Counter, resubmitted: int):
+    """The SLURM run in ``cluster`` ran the ``expected`` jobs on one thread each (where the local
+    run in ``local`` gave some two), every one but the local rules' through sbatch, and
+    ``resubmitted`` of them twice."""
     out = max((cluster / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime).read_text()
-    # every job but the target rule `all` and the local rules (the per-source indexes, which
-    # Snakemake runs itself) went through sbatch, and SLURM ran it
+    # every job but the local rules (the per-source indexes, which Snakemake runs itself) went
+    # through sbatch, and SLURM ran it
     submitted = re.findall(r"submitted with SLURM jobid (\d+)", out)
-    n_jobs = int(re.search(r"^total\s+(\d+)$", out, re.M).group(1))
-    n_local = sum(n for rule, n in job_stats(out).items() if rule in LOCAL_RULES)
-    assert n_local == 3 + 3 + 2 * 3  # shards and tokens of 3 sources, clusters of 2 teachers
-    assert len(submitted) == n_jobs - 1 - n_local + 1  # plus the resubmitted training job
+    planned = job_stats(out)
+    assert planned == expected, planned
+    n_local = sum(n for rule, n in planned.items() if rule in LOCAL_RULES)
+    assert len(submitted) == sum(planned.values()) - n_local + resubmitted
     if SLURMCTLD_LOG.exists():
         ran = set(re.findall(r"(?:Allocate|Started) JobId=(\d+)", SLURMCTLD_LOG.read_text()))
         assert set(submitted) <= ran
@@ -219,6 +238,12 @@ def check_slurm_run(cluster: Path, local: Path, cancelled: dict):
     assert any("threads: 2" in log.read_text() for log in (local / ".snakemake" / "log").glob("*.snakemake.log"))
     assert not re.search(r"^\s+threads: \d+$", out, re.M)
 
+
+def check_resumed_training(cluster: Path, cancelled: dict):
+    """The training job of mel256_base that the test cancelled in the SLURM run in ``cluster``
+    was resubmitted and resumed from its checkpoint."""
+    results = load()["results_dir"]
+    out = max((cluster / ".snakemake" / "log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime).read_text()
     # the cancelled training job was resubmitted (profile `retries`) and resumed from its checkpoint
     assert cancelled.get("jobs"), "the training job of mel256_base was never seen running with a checkpoint"
     assert f"SLURM-job '{cancelled['jobs'][0]}' failed, SLURM status is: 'CANCELLED'" in out
@@ -240,44 +265,40 @@ def check_slurm_run(cluster: Path, local: Path, cancelled: dict):
                      jobs), jobs
     assert f"at step {steps}" in log
 
-    # the same files as the uninterrupted local run on two cores: the resumed model, every
-    # intermediate, score and table, byte for byte (the cancelled job's last checkpoint aside)
-    assert_same_versioned_files(cluster, local, resumed=("mel256_base",))
-
 
 @pytest.mark.e2e
 def test_training_longer_than_its_time_limit_finishes_across_submissions(slurm_cluster, ci_run, tmp_path):
-    """mel256_base of the CI configuration, trained for many more steps under a 2-minute limit:
-    each SLURM job stops after a quarter of it with a checkpoint (--stop-after) and exits with code
+    """mel256_base of the CI configuration, trained for more steps under a 1-minute limit: each
+    SLURM job stops after a quarter of it with a checkpoint (--stop-after 15) and exits with code
     75, the workflow resubmits it (--retries), and the last job writes the weights that an
     uninterrupted local run writes."""
-    # ~120 s of training on the 2-core AMD EPYC VM (about 20 steps/s; 1,200 steps once finished in
-    # 2 jobs there), ~200 s on the slower Intel VM: 4 or more jobs of 30 s
-    steps = 2400
+    # one thread trains about 10 steps/s on the 2-core AMD EPYC VM (2026-12-07), so 15 s of it
+    # about 150 steps: 3 jobs there, at least 2 on a machine twice as fast
+    steps = 400
     cfg = edited_config(tmp_path, lambda c: (c["experiments"][1].update(steps=steps),
                                              c["training"].update(checkpoint_every=100_000, log_every=100)))
     results = load()["results_dir"]
     target = f"{results}/models/mel256_base/model.pt"
     runs = {}
     for name in ("local", "cluster"):  # the session's data, tokens and gamma: only the training runs
-        work = runs[name] = tmp_path / name
-        shutil.copytree(ci_run / "data", work / "data")
-        (work / results).mkdir(parents=True)
-        shutil.copy2(ci_run / results / "gamma.json", work / results / "gamma.json")
-    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(runs["local"]),
-                          "--configfile", str(cfg), "--cores", "2", target], env=ENV, capture_output=True, text=True,
-                         timeout=1800)
-    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+        copy_data_stage(ci_run, runs.setdefault(name, tmp_path / name))
+    # the uninterrupted local run (one thread, as a SLURM job here gets) beside the cluster's,
+    # whose jobs leave a core idle while SLURM's status is polled
+    local = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
+                              str(runs["local"]), "--configfile", str(cfg), "--cores", "1", target], env=ENV,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     t0 = time.time()
     res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(runs["cluster"]),
                           "--configfile", str(cfg), "--profile", "slurm", *TEST_CLUSTER_ARGS,
-                          "--set-resources", "train_mae:runtime=2", "--retries", "20", target],
-                         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=2400)
+                          "--set-resources", "train_mae:runtime=1", "--retries", "20", target],
+                         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1800)
+    local_out = local.communicate(timeout=1800)[0]
+    assert local.returncode == 0, local_out[-4000:]
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-6000:]
     stopped = out.count("Error in rule train_mae")  # a job that stopped to be resumed exits with 75
-    print(f"{steps} steps in {stopped + 1} SLURM jobs of at most 2 min: {time.time() - t0:.0f} s")
-    assert stopped >= 2
+    print(f"{steps} steps in {stopped + 1} SLURM jobs of at most 1 min: {time.time() - t0:.0f} s")
+    assert stopped >= 1
     log = (runs["cluster"] / results / "logs" / "train_mae" / "mel256_base.log").read_text()  # the last job's
     assert re.search(r"resuming from \S+step_\d+\.pt at step \d+", log) and f"at step {steps}" in log
     # every job's start and stop in the checkpoint directory's history: each resumes where the last stopped
