@@ -1,11 +1,11 @@
 """The workflow on SLURM: the resources each training job asks for, the torchrun launch of
 multi-GPU jobs, the ./slurm profile, and real runs on a single-node SLURM cluster on 127.0.0.1
-(Debian's slurm-wlm and munge, started by scripts/slurm_cluster.sh): the CI configuration's outputs
-that take a job of every rule but the report tables (workflow_helpers.DATA_TARGETS and
-MODEL_TARGETS), in which a training job is cancelled by SLURM after its first step checkpoint and
-resumes from it, every job runs on one thread and every versioned file must equal that of the
-session's local run on two cores (conftest.py `ci_run`); and a training run longer than its time
-limit. The cluster tests are end-to-end runs (`e2e`)."""
+(Debian's slurm-wlm and munge, started by scripts/slurm_cluster.sh), started together
+(`cluster_runs`): the CI configuration's outputs that take a job of every rule but the report
+tables (workflow_helpers.DATA_TARGETS and MODEL_TARGETS), in which a training job is cancelled by
+SLURM after its first step checkpoint and resumes from it, every job runs on one thread and every
+versioned file must equal that of the session's local run on two cores (conftest.py `ci_run`);
+and a training run longer than its time limit. The cluster tests are end-to-end runs (`e2e`)."""
 
 from __future__ import annotations
 
@@ -158,18 +158,20 @@ def slurm_cluster():
             subprocess.run(["bash", str(CLUSTER), "stop"], timeout=120)
 
 
-def snakemake_cmd(workdir: Path, *args: str) -> list[str]:
+def snakemake_cmd(workdir: Path, *args: str, config: Path = CI_CONFIG) -> list[str]:
     return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
-            str(CI_CONFIG), *args]
+            str(config), *args]
 
 
-def cancel_after_first_checkpoint(ckpt_root: Path, stop: threading.Event, cancelled: dict):
-    """scancel the SLURM job training mel256_base as soon as its first step checkpoint appears."""
+def cancel_after_first_checkpoint(run: Path, stop: threading.Event, cancelled: dict):
+    """scancel the SLURM job training mel256_base in the run in ``run`` (told from other runs' by
+    its SLURM log's path) as soon as its first step checkpoint appears."""
+    ckpt_root = run / load()["results_dir"] / "models" / "mel256_base" / "checkpoints"
+    slurm_log = f"{run}/.snakemake/slurm_logs/rule_train_mae/mel256_base/"
     while not stop.is_set():
         if list(ckpt_root.glob("*/step_*.pt")):
-            jobs = subprocess.run(["squeue", "-h", "-o", "%i %k"], capture_output=True, text=True).stdout
-            ids = [line.split()[0] for line in jobs.splitlines()
-                   if line.split()[-1].startswith("rule_train_mae") and line.split()[-1].endswith("mel256_base")]
+            jobs = subprocess.run(["squeue", "-h", "-O", "JobID:20,StdOut:2000"], capture_output=True, text=True).stdout
+            ids = [line.split()[0] for line in jobs.splitlines() if line.split()[1].startswith(slurm_log)]
             if ids:
                 subprocess.run(["scancel", *ids], check=True)
                 cancelled["jobs"] = ids
@@ -178,40 +180,68 @@ def cancel_after_first_checkpoint(ckpt_root: Path, stop: threading.Event, cancel
         time.sleep(0.1)
 
 
-@pytest.mark.e2e
-def test_ci_config_on_slurm_resumes_and_matches_a_local_run(slurm_cluster, ci_run, tmp_path):
-    """A job of every rule but the report tables, one thread per job, through `--profile slurm`
-    from the repository root as a user types it: the data stage from nothing (DATA_TARGETS) and,
-    beside it, the models and evaluations from the session's data (MODEL_TARGETS), two runs at
-    once, as most of a run on the test cluster is waiting for SLURM's status. The local run gave
-    jobs two threads, and the versioned files must not depend on it (this is also test_workflow's
-    second run on fewer cores). The rest of a full run would repeat these rules on other wildcards."""
-    data, models = tmp_path / "data_stage", tmp_path / "models"
-    copy_data_stage(ci_run, models)
+# mel256_base trained for more steps under a 1-minute limit: each SLURM job stops after a quarter
+# of it with a checkpoint (--stop-after 15). One thread trains about 10 steps/s on the 2-core AMD
+# EPYC VM (2026-12-07), less beside the other runs: 3 or more jobs there, at least 2 on a machine
+# twice as fast.
+LONG_STEPS = 400
+
+
+@pytest.fixture(scope="module")
+def cluster_runs(slurm_cluster, ci_run, tmp_path_factory) -> dict:
+    """The test cluster's runs of the CI configuration, all at once (most of a run on it is
+    waiting for SLURM's status polls, which back off by 10 s while no job finishes), one thread
+    per job, through `--profile slurm` from the repository root as a user types it:
+    "data", the data stage from nothing (DATA_TARGETS); "models", the models and evaluations
+    (MODEL_TARGETS) from a copy of the session's data stage, the job training mel256_base
+    cancelled after its first step checkpoint; "long", mel256_base trained for LONG_STEPS steps
+    under a 1-minute limit, and beside it "long_local", the same locally on one thread without a
+    limit. Returns {name: (workdir, output)} and, as "cancelled", what the cancel saw."""
+    root = tmp_path_factory.mktemp("cluster")
     results = load()["results_dir"]
+    long_cfg = edited_config(root, lambda c: (c["experiments"][1].update(steps=LONG_STEPS),
+                                              c["training"].update(checkpoint_every=100_000, log_every=100)))
+    for name in ("models", "long", "long_local"):
+        copy_data_stage(ci_run, root / name)
+    profile = ["--profile", "slurm", *TEST_CLUSTER_ARGS, "--max-threads", "1"]
+    commands = {
+        "data": snakemake_cmd(root / "data", *profile, *DATA_TARGETS),
+        "models": snakemake_cmd(root / "models", *profile, *MODEL_TARGETS),
+        "long": snakemake_cmd(root / "long", *profile, "--set-resources", "train_mae:runtime=1", "--retries", "20",
+                              f"{results}/models/mel256_base/model.pt", config=long_cfg),
+        "long_local": snakemake_cmd(root / "long_local", "--cores", "1", f"{results}/models/mel256_base/model.pt",
+                                    config=long_cfg),
+    }
     stop, cancelled = threading.Event(), {}
-    watcher = threading.Thread(target=cancel_after_first_checkpoint,
-                               args=(models / results / "models" / "mel256_base" / "checkpoints", stop, cancelled))
+    watcher = threading.Thread(target=cancel_after_first_checkpoint, args=(root / "models", stop, cancelled))
     watcher.start()
-    args = ["--profile", "slurm", *TEST_CLUSTER_ARGS, "--max-threads", "1"]
     t0 = time.time()
     try:
-        first = subprocess.Popen(snakemake_cmd(data, *args, *DATA_TARGETS), cwd=REPO, env=ENV,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        res = subprocess.run(snakemake_cmd(models, *args, *MODEL_TARGETS), cwd=REPO, env=ENV, capture_output=True,
-                             text=True, timeout=1800)
-        out_data = first.communicate(timeout=1800)[0]
+        procs = {name: subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                        text=True) for name, cmd in commands.items()}
+        runs = {name: (root / name, proc.communicate(timeout=1800)[0]) for name, proc in procs.items()}
     finally:
         stop.set()
         watcher.join()
-    print(f"CI config on SLURM: {time.time() - t0:.0f} s")
-    assert first.returncode == 0, out_data[-6000:]
-    assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
+    print(f"the runs on the SLURM test cluster: {time.time() - t0:.0f} s")
+    for name, proc in procs.items():
+        assert proc.returncode == 0, f"{name}:\n{runs[name][1][-6000:]}"
+    return {**runs, "cancelled": cancelled}
+
+
+@pytest.mark.e2e
+def test_ci_config_on_slurm_resumes_and_matches_a_local_run(cluster_runs, ci_run):
+    """A job of every rule but the report tables on the cluster, one thread per job: the data
+    stage from nothing and the models and evaluations from the session's data (cluster_runs). The
+    local run gave jobs two threads, and the versioned files must not depend on it (this is also
+    test_workflow's second run on fewer cores). The rest of a full run would repeat these rules on
+    other wildcards."""
+    (data, _), (models, _) = cluster_runs["data"], cluster_runs["models"]
     # the local reference is the session's uninterrupted run of the same configuration
     check_slurm_run(data, ci_run, DATA_JOBS, resubmitted=0)
     check_slurm_run(models, ci_run, MODEL_JOBS, resubmitted=1)
     assert_same_versioned_files(data, ci_run, built=DATA_TARGETS)
-    check_resumed_training(models, cancelled)
+    check_resumed_training(models, cluster_runs["cancelled"])
     # the same files as the uninterrupted local run on two cores: the resumed model, every
     # intermediate, embedding, score and ASR result, byte for byte (the cancelled job's last
     # checkpoint aside)
@@ -267,45 +297,24 @@ def check_resumed_training(cluster: Path, cancelled: dict):
 
 
 @pytest.mark.e2e
-def test_training_longer_than_its_time_limit_finishes_across_submissions(slurm_cluster, ci_run, tmp_path):
-    """mel256_base of the CI configuration, trained for more steps under a 1-minute limit: each
-    SLURM job stops after a quarter of it with a checkpoint (--stop-after 15) and exits with code
-    75, the workflow resubmits it (--retries), and the last job writes the weights that an
-    uninterrupted local run writes."""
-    # one thread trains about 10 steps/s on the 2-core AMD EPYC VM (2026-12-07), so 15 s of it
-    # about 150 steps: 3 jobs there, at least 2 on a machine twice as fast
-    steps = 400
-    cfg = edited_config(tmp_path, lambda c: (c["experiments"][1].update(steps=steps),
-                                             c["training"].update(checkpoint_every=100_000, log_every=100)))
+def test_training_longer_than_its_time_limit_finishes_across_submissions(cluster_runs):
+    """mel256_base trained for LONG_STEPS steps under a 1-minute limit (cluster_runs' "long"):
+    each SLURM job stops after a quarter of it with a checkpoint (--stop-after 15) and exits with
+    code 75, the workflow resubmits it (--retries), and the last job writes the weights that an
+    uninterrupted local run writes ("long_local")."""
     results = load()["results_dir"]
     target = f"{results}/models/mel256_base/model.pt"
-    runs = {}
-    for name in ("local", "cluster"):  # the session's data, tokens and gamma: only the training runs
-        copy_data_stage(ci_run, runs.setdefault(name, tmp_path / name))
-    # the uninterrupted local run (one thread, as a SLURM job here gets) beside the cluster's,
-    # whose jobs leave a core idle while SLURM's status is polled
-    local = subprocess.Popen([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d",
-                              str(runs["local"]), "--configfile", str(cfg), "--cores", "1", target], env=ENV,
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    t0 = time.time()
-    res = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(runs["cluster"]),
-                          "--configfile", str(cfg), "--profile", "slurm", *TEST_CLUSTER_ARGS,
-                          "--set-resources", "train_mae:runtime=1", "--retries", "20", target],
-                         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=1800)
-    local_out = local.communicate(timeout=1800)[0]
-    assert local.returncode == 0, local_out[-4000:]
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out[-6000:]
+    (cluster, out), (local, _) = cluster_runs["long"], cluster_runs["long_local"]
     stopped = out.count("Error in rule train_mae")  # a job that stopped to be resumed exits with 75
-    print(f"{steps} steps in {stopped + 1} SLURM jobs of at most 1 min: {time.time() - t0:.0f} s")
+    print(f"{LONG_STEPS} steps in {stopped + 1} SLURM jobs of at most 1 min")
     assert stopped >= 1
-    log = (runs["cluster"] / results / "logs" / "train_mae" / "mel256_base.log").read_text()  # the last job's
-    assert re.search(r"resuming from \S+step_\d+\.pt at step \d+", log) and f"at step {steps}" in log
+    log = (cluster / results / "logs" / "train_mae" / "mel256_base.log").read_text()  # the last job's
+    assert re.search(r"resuming from \S+step_\d+\.pt at step \d+", log) and f"at step {LONG_STEPS}" in log
     # every job's start and stop in the checkpoint directory's history: each resumes where the last stopped
-    jobs = next((runs["cluster"] / results / "models" / "mel256_base" / "checkpoints").glob("*/jobs.log")).read_text()
+    jobs = next((cluster / results / "models" / "mel256_base" / "checkpoints").glob("*/jobs.log")).read_text()
     events = re.findall(r"SLURM job \d+ (starts|stops|finished) at step (\d+)", jobs)
     assert [e for e, _ in events] == ["starts", "stops"] * stopped + ["starts", "finished"], jobs
     assert all(events[i][1] == events[i + 1][1] for i in range(1, len(events) - 1, 2)), jobs
-    assert events[0][1] == "0" and events[-1][1] == str(steps), jobs
-    a, b = (torch.load(runs[n] / target, map_location="cpu", weights_only=False)["model"] for n in ("local", "cluster"))
+    assert events[0][1] == "0" and events[-1][1] == str(LONG_STEPS), jobs
+    a, b = (torch.load(d / target, map_location="cpu", weights_only=False)["model"] for d in (local, cluster))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
