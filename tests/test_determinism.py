@@ -7,9 +7,9 @@ used it) runs the stages' commands in a row on small inputs, as the workflow's j
 of a debug-size model), ``dump-features``, ``fit-kmeans`` and ``assign-clusters``
 (self-training), ``embed-task`` and ``score-task`` (HEAR). Runs: one thread, then two threads.
 Their outputs being equal bit for bit also shows that a stage gives the same bits run after run
-(anything that varied between runs would tell them apart); a second one-thread run, which this
-file made until 2026-12-07, added nothing to that. The number of threads is set the way Snakemake sets it for a job (``OMP_NUM_THREADS``
-and ``MKL_NUM_THREADS``) and, for the commands that take one, by ``--threads``.
+(anything that varied between runs would tell them apart), so no second one-thread run is made.
+The number of threads is set the way Snakemake sets it for a job (``OMP_NUM_THREADS`` and
+``MKL_NUM_THREADS``) and, for the commands that take one, by ``--threads``.
 
 Before the fixes that made them thread-invariant, fit-codebooks, tokenize, estimate-gamma,
 train, fit-kmeans and score-task each gave other bits with 2 threads than with 1, and this file

@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -27,7 +26,8 @@ import yaml
 from encodecmae.workflow.experiments import resolve
 from encodecmae.workflow.resources import train_resources
 from workflow_helpers import (CI_CONFIG, DATA_JOBS, DATA_TARGETS, ENV, MODEL_JOBS, MODEL_TARGETS, REPO,
-                              assert_same_versioned_files, copy_data_stage, edited_config, job_stats, slurm_can_run)
+                              assert_same_versioned_files, copy_data_stage, edited_config, job_stats, slurm_can_run,
+                              snakemake_cmd)
 
 LOCAL_RULES = ("index_shards", "index_tokens", "index_clusters")  # `localrule: True` in rules/
 
@@ -72,8 +72,8 @@ def test_ci_and_demo_models_train_on_cpu():
 
 
 def dry_run_commands(tmp_path: Path, *args: str) -> str:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile",
-           str(CI_CONFIG), "-n", "-p", "--cores", "2", f"{load()['results_dir']}/models/mel256_base/model.pt", *args]
+    cmd = snakemake_cmd(tmp_path, "-n", "-p", "--cores", "2", f"{load()['results_dir']}/models/mel256_base/model.pt",
+                        *args)
     res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     return res.stdout + res.stderr
@@ -158,11 +158,6 @@ def slurm_cluster():
             subprocess.run(["bash", str(CLUSTER), "stop"], timeout=120)
 
 
-def snakemake_cmd(workdir: Path, *args: str, config: Path = CI_CONFIG) -> list[str]:
-    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir), "--configfile",
-            str(config), *args]
-
-
 def cancel_after_first_checkpoint(run: Path, stop: threading.Event, cancelled: dict):
     """scancel the SLURM job training mel256_base in the run in ``run`` (told from other runs' by
     its SLURM log's path) as soon as its first step checkpoint appears."""
@@ -216,11 +211,16 @@ def cluster_runs(slurm_cluster, ci_run, tmp_path_factory) -> dict:
     watcher = threading.Thread(target=cancel_after_first_checkpoint, args=(root / "models", stop, cancelled))
     watcher.start()
     t0 = time.time()
+    procs = {}
     try:
-        procs = {name: subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                        text=True) for name, cmd in commands.items()}
+        for name, cmd in commands.items():
+            procs[name] = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                           text=True)
         runs = {name: (root / name, proc.communicate(timeout=1800)[0]) for name, proc in procs.items()}
     finally:
+        for proc in procs.values():  # none is left running when one fails or times out
+            if proc.poll() is None:
+                proc.kill()
         stop.set()
         watcher.join()
     print(f"the runs on the SLURM test cluster: {time.time() - t0:.0f} s")

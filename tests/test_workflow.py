@@ -290,8 +290,9 @@ def test_a_run_on_one_core_reproduces_every_versioned_artifact(ci_run, tmp_path)
     DVC versions that it makes (corpus, shards, codebooks, tokens, gamma, models and checkpoints,
     k-means and clusters, a task, embeddings, scores, plots, ASR results) must come out identical,
     so that a fresh clone's demo run leaves `dvc status` clean (each stage's thread-invariance on
-    its own: tests/test_determinism.py). Where the SLURM test cluster can run, its run (tests/test_slurm.py)
-    gives every job one thread and makes this comparison, so it is not made twice."""
+    its own: tests/test_determinism.py). Where the SLURM test cluster can run, its run
+    (tests/test_slurm.py) gives every job one thread and makes this comparison, so it is not made
+    twice."""
     if slurm_can_run():
         pytest.skip("checked by the SLURM run on one thread per job (tests/test_slurm.py)")
     work = tmp_path / "one_core"

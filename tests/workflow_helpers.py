@@ -24,10 +24,15 @@ CI_CONFIG = REPO / "config" / "ci.yaml"
 ENV = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
+def snakemake_cmd(workdir: Path, *args: str, config: Path = CI_CONFIG) -> list[str]:
+    """The command that runs the project's Snakefile in ``workdir`` on ``config``."""
+    return [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+            "--configfile", str(config), *args]
+
+
 def snakemake(workdir: Path, *args: str, config: Path = CI_CONFIG, check: bool = True) -> subprocess.CompletedProcess:
     """The project's Snakefile run in ``workdir`` on ``config``."""
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(config), *args]
+    cmd = snakemake_cmd(workdir, *args, config=config)
     res = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=3000)
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{res.stdout[-5000:]}\n{res.stderr[-5000:]}")
