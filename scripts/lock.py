@@ -3,17 +3,16 @@ per-rule conda environments envs/*.yaml (the same versions, each environment's o
 
     python scripts/lock.py            # after changing a dependency in pyproject.toml
 
-Needs uv (`pip install uv`) and the package index. The venv lock is universal (Linux, macOS,
-Windows; Python 3.11-3.12), with the hash of every file, and prefers one version of each package
-for all of them. The conda environments run Python 3.11 on Linux x86_64 (a cluster's nodes);
-their pins are resolved under the venv lock as a constraint, so a package never has two
-versions in the project. tests/test_envs.py checks that the files agree.
+Needs the package index and the locked uv (in .venv after scripts/setup.sh). The venv lock is
+universal (Linux, macOS, Windows; Python 3.11-3.12), with the hash of every file, and prefers one
+version of each package for all of them. The conda environments run Python 3.11 on Linux x86_64
+(a cluster's nodes); their pins are resolved under the venv lock as a constraint, so a package
+never has two versions in the project. tests/test_envs.py checks that the files agree.
 """
 
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,9 @@ MARKER = "      # locked: scripts/lock.py writes the lines below; do not edit th
 
 
 def uv(*args: str) -> str:
-    exe = shutil.which("uv") or sys.exit("lock.py: uv not found (pip install uv)")
+    exe = REPO / ".venv" / "bin" / "uv"  # the locked uv
+    if not exe.exists():
+        sys.exit(f"lock.py: {exe} not found (scripts/setup.sh installs it)")
     res = subprocess.run([exe, "pip", "compile", "--quiet", "--no-header", *args], cwd=REPO,
                          capture_output=True, text=True)
     if res.returncode != 0:
