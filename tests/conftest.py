@@ -77,6 +77,18 @@ def debug_checkpoint(tmp_path_factory):
     return path
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Groups for pytest-xdist's workers (pyproject's addopts: `-n 2 --dist loadgroup`): a module's
+    tests run on one worker, so that its module fixtures are made once, and so do all the tests
+    that read the shared CI run (the ci_run fixture, wherever they are), so that it is made once.
+    Those come first: the longest chain of the end-to-end runs starts with the CI run."""
+    for item in items:
+        group = "ci_run" if "ci_run" in item.fixturenames else item.module.__name__
+        item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: "ci_run" not in item.fixturenames)
+
+
 @pytest.fixture(scope="session")
 def ci_run(tmp_path_factory):
     """A finished `snakemake --cores 2` run of config/ci.yaml: the one run of the CI configuration
