@@ -80,13 +80,13 @@ def debug_checkpoint(tmp_path_factory):
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Groups for pytest-xdist's workers (pyproject's addopts: `-n 2 --dist loadgroup`): a module's
-    tests run on one worker, so that its module fixtures are made once, and so do all the tests
-    that read the shared CI run (the ci_run fixture, wherever they are), so that it is made once.
-    Those come first: the longest chain of the end-to-end runs starts with the CI run."""
+    tests run on one worker, so that its module fixtures are made once; the long end-to-end runs
+    (`e2e`) all run on one worker, one after the other, so that the shared CI run is made once and
+    no two of them share the cores (each keeps both busy: beside each other, torch's threads
+    oversubscribe the cores and the whole selection took 30 minutes here instead of 17)."""
     for item in items:
-        group = "ci_run" if "ci_run" in item.fixturenames else item.module.__name__
+        group = "e2e" if item.get_closest_marker("e2e") else item.module.__name__
         item.add_marker(pytest.mark.xdist_group(group))
-    items.sort(key=lambda item: "ci_run" not in item.fixturenames)
 
 
 @pytest.fixture(scope="session")
