@@ -77,18 +77,6 @@ def debug_checkpoint(tmp_path_factory):
     return path
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config, items):
-    """Groups for pytest-xdist's workers (pyproject's addopts: `-n 2 --dist loadgroup`): a module's
-    tests run on one worker, so that its module fixtures are made once; the long end-to-end runs
-    (`e2e`) all run on one worker, one after the other, so that the shared CI run is made once and
-    no two of them share the cores (each keeps both busy: beside each other, torch's threads
-    oversubscribe the cores and the whole selection took 30 minutes here instead of 17)."""
-    for item in items:
-        group = "e2e" if item.get_closest_marker("e2e") else item.module.__name__
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 @pytest.fixture(scope="session")
 def ci_run(tmp_path_factory):
     """A finished `snakemake --cores 2` run of config/ci.yaml: the one run of the CI configuration
