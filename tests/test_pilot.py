@@ -22,7 +22,7 @@ import pytest
 import yaml
 from test_data_downloads import add, tone, wav_bytes
 from test_workflow import job_resources
-from workflow_helpers import ENV, REPO, edited_config, file_server, job_stats, snakemake
+from workflow_helpers import ENV, REPO, edited_config, file_server, job_stats, snakemake, snakemake_cmd
 
 from encodecmae.workflow.experiments import ConfigError, source_shards
 
@@ -43,8 +43,7 @@ def plan(tmp_path_factory):
     blocker = tmp / "blocker" / "torch"
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('torch was imported while planning')\n")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp / "run"),
-           "--configfile", str(PILOT), "--resources", "gpu=1", "-n"]
+    cmd = snakemake_cmd(tmp / "run", "--resources", "gpu=1", "-n", config=PILOT)
     start, cpu = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
     res = subprocess.run(cmd, env={**ENV, "PYTHONPATH": str(blocker.parent)}, capture_output=True, text=True,
                          timeout=600)

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
 import time
 from collections import Counter
 
 import pytest
 import yaml
-from workflow_helpers import ENV, REPO, edited_config, job_stats, snakemake
+from workflow_helpers import ENV, REPO, edited_config, job_stats, snakemake, snakemake_cmd
 
 from encodecmae.targets.gamma import compare_gamma
 from encodecmae.workflow.config_check import check_config
@@ -37,8 +36,7 @@ def test_released_configuration_plans_from_an_empty_checkout_without_torch(tmp_p
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('torch was imported while planning')\n")
     env = {**ENV, "PYTHONPATH": str(blocker.parent)}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path / "run"),
-           "--configfile", str(REPO / "config" / "released.yaml"), "-n", "-p"]
+    cmd = snakemake_cmd(tmp_path / "run", "-n", "-p", config=REPO / "config" / "released.yaml")
     start = time.perf_counter()
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     print(f"released.yaml dry run: {time.perf_counter() - start:.1f} s")

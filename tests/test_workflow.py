@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 from workflow_helpers import (CI_CONFIG, DATA_JOBS, DATA_TARGETS, ENV, MODEL_JOBS, MODEL_TARGETS, REPO,
-                              assert_same_versioned_files, edited_config, job_stats, slurm_can_run, snakemake)
+                              assert_same_versioned_files, edited_config, job_stats, slurm_can_run, snakemake,
+                              snakemake_cmd)
 
 
 def planned(workdir: Path, config: Path = CI_CONFIG) -> Counter:
@@ -66,8 +66,7 @@ def test_paper_configuration_plans_from_an_empty_checkout_without_torch(tmp_path
     blocker.mkdir(parents=True)
     (blocker / "__init__.py").write_text("raise ImportError('torch was imported while planning')\n")
     env = {**ENV, "PYTHONPATH": str(blocker.parent)}
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path / "run"),
-           "--configfile", str(REPO / "config" / "paper.yaml"), "-n"]
+    cmd = snakemake_cmd(tmp_path / "run", "-n", config=REPO / "config" / "paper.yaml")
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     jobs = job_stats(res.stdout + res.stderr)
